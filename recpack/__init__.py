@@ -1,0 +1,46 @@
+"""recpack: pack images into shuffled, sharded, checksummed record files and stream them to a GPU.
+
+Public API::
+
+    recpack.pack(src, out, recpack.PackOptions(...))   # folder / .lst / list -> dataset folder
+    ds = recpack.open(out)                             # len(ds), ds[i], iteration -> Record
+    recpack.verify(out)                                 # check every checksum (and decode)
+
+Errors are in :mod:`recpack.errors`; the most useful ones are re-exported here.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .dataset import Dataset, open  # noqa: E402
+from .errors import (  # noqa: E402
+    BadImage,
+    CorruptRecord,
+    DecodeError,
+    FormatError,
+    ManifestError,
+    PackError,
+    RecpackError,
+)
+from .pack import PackOptions, PackResult, pack  # noqa: E402
+from .shard import Record  # noqa: E402
+from .imaging import ImageOptions  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "open",
+    "Dataset",
+    "Record",
+    "pack",
+    "PackOptions",
+    "PackResult",
+    "ImageOptions",
+    "RecpackError",
+    "FormatError",
+    "CorruptRecord",
+    "ManifestError",
+    "BadImage",
+    "DecodeError",
+    "PackError",
+]

@@ -1,0 +1,202 @@
+"""The dataset manifest, ``index.json``: what a dataset is made of. Written last and atomically.
+
+A folder is a recpack dataset exactly when it holds a valid ``index.json``. Shard names in it are plain file
+names inside that folder; anything else (``../``, absolute paths, sub-folders, symlinks leading out) is
+refused, so a manifest can never make a reader open files elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import ManifestError
+from .format import FORMAT_VERSION, SHARD_SUFFIX
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
+    "Manifest",
+    "ShardEntry",
+    "read_manifest",
+    "write_manifest",
+    "atomic_write",
+    "locate",
+]
+
+MANIFEST_NAME = "index.json"
+MAX_MANIFEST_BYTES = 512 << 20
+BACKENDS = ("shards", "lmdb")
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard as listed in the manifest. ``crc32c`` covers the whole file."""
+
+    name: str
+    records: int
+    bytes: int
+    crc32c: int
+
+
+@dataclass
+class Manifest:
+    """The decoded index.json. ``pack`` holds the pack parameters (seed, sizes, options, source)."""
+
+    records: int
+    backend: str = "shards"
+    shards: list[ShardEntry] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    pack: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    created_by: str = f"recpack {__version__}"
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.pack.get("seed")
+        return seed if isinstance(seed, int) else None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.bytes for s in self.shards)
+
+    def starts(self) -> np.ndarray:
+        """Global index of each shard's first record (int64, len = shards + 1)."""
+        return np.concatenate([[0], np.cumsum([s.records for s in self.shards], dtype=np.int64)])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "recpack",
+            "format_version": self.format_version,
+            "created_by": self.created_by,
+            "backend": self.backend,
+            "records": self.records,
+            "bytes": self.total_bytes,
+            "classes": list(self.classes),
+            "seed": self.seed,
+            "shards": [{"name": s.name, "records": s.records, "bytes": s.bytes, "crc32c": f"{s.crc32c:08x}"}
+                       for s in self.shards],
+            "pack": self.pack,
+        }
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via ``path.tmp`` + fsync + rename, so readers see all or nothing."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _fsync_dir(path: str) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_manifest(folder: str, manifest: Manifest) -> str:
+    """Write ``folder/index.json`` atomically (deterministic bytes: sorted keys, fixed indent)."""
+    path = os.path.join(folder, MANIFEST_NAME)
+    text = json.dumps(manifest.to_json(), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    atomic_write(path, text.encode("utf-8"))
+    return path
+
+
+def locate(path: str | os.PathLike[str]) -> str:
+    """The dataset folder for ``path`` (the folder itself or its index.json)."""
+    p = os.fspath(path)
+    if os.path.basename(p) == MANIFEST_NAME and os.path.isfile(p):
+        return os.path.dirname(p) or "."
+    return p
+
+
+def _safe_name(folder: str, name: Any, what: str) -> str:
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or os.path.isabs(name) or "\x00" in name):
+        raise ManifestError(f"{folder}/{MANIFEST_NAME}: {what} name {name!r} is not a plain file name inside "
+                            "the dataset folder; refusing to open it (was the manifest edited?)")
+    full = os.path.join(folder, name)
+    real_folder = os.path.realpath(folder)
+    if os.path.lexists(full) and os.path.dirname(os.path.realpath(full)) != real_folder:
+        raise ManifestError(f"{full}: is a symlink leading outside the dataset folder; refusing to open it")
+    return name
+
+
+def _int(obj: dict[str, Any], key: str, where: str, lo: int = 0) -> int:
+    v = obj.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ManifestError(f"{where}: field {key!r} must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read and validate ``index.json`` of the dataset at ``path`` (folder or the file itself)."""
+    folder = locate(path)
+    mpath = os.path.join(folder, MANIFEST_NAME)
+    if not os.path.isfile(mpath):
+        if os.path.isdir(os.path.join(folder, ".recpack-pack")):
+            raise ManifestError(f"{folder}: packing did not finish (no {MANIFEST_NAME}); re-run the same "
+                                "`recpack pack` command to resume it")
+        raise ManifestError(f"{folder}: not a recpack dataset (no {MANIFEST_NAME}); pass the folder "
+                            "`recpack pack` wrote")
+    size = os.path.getsize(mpath)
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{mpath}: {size} bytes, larger than the {MAX_MANIFEST_BYTES}-byte limit for a "
+                            "manifest; it is not a recpack manifest")
+    try:
+        with open(mpath, "rb") as f:
+            obj = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{mpath}: not valid JSON ({exc}); the manifest is damaged — re-run "
+                            "`recpack pack` or restore it from a copy") from None
+    if not isinstance(obj, dict) or obj.get("format") != "recpack":
+        raise ManifestError(f"{mpath}: not a recpack manifest (no \"format\": \"recpack\")")
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ManifestError(f"{mpath}: format v{version}, this recpack reads v{FORMAT_VERSION}; re-pack the "
+                            "dataset or use a matching recpack version")
+    backend = obj.get("backend", "shards")
+    if backend not in BACKENDS:
+        raise ManifestError(f"{mpath}: unknown backend {backend!r}; expected one of {BACKENDS}")
+    records = _int(obj, "records", mpath)
+    shards_obj = obj.get("shards", [])
+    if not isinstance(shards_obj, list):
+        raise ManifestError(f"{mpath}: 'shards' must be a list")
+    shards = []
+    for i, s in enumerate(shards_obj):
+        where = f"{mpath}: shards[{i}]"
+        if not isinstance(s, dict):
+            raise ManifestError(f"{where} must be an object")
+        name = _safe_name(folder, s.get("name"), "shard")
+        if not name.endswith(SHARD_SUFFIX):
+            raise ManifestError(f"{where}: shard name {name!r} does not end in {SHARD_SUFFIX}")
+        try:
+            crc = int(str(s.get("crc32c")), 16)
+        except ValueError:
+            raise ManifestError(f"{where}: 'crc32c' must be 8 hex digits") from None
+        shards.append(ShardEntry(name, _int(s, "records", where), _int(s, "bytes", where), crc))
+    if backend == "shards" and sum(s.records for s in shards) != records:
+        raise ManifestError(f"{mpath}: shard record counts add up to {sum(s.records for s in shards)}, "
+                            f"not {records}; the manifest is inconsistent — re-run `recpack pack`")
+    classes = obj.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ManifestError(f"{mpath}: 'classes' must be a list of strings")
+    pack = obj.get("pack", {})
+    if not isinstance(pack, dict):
+        raise ManifestError(f"{mpath}: 'pack' must be an object")
+    return Manifest(records=records, backend=backend, shards=shards, classes=classes, pack=pack,
+                    format_version=version, created_by=str(obj.get("created_by", "")))

@@ -1,0 +1,198 @@
+"""The LMDB backend: the same records, stored as values of an LMDB database instead of shard files.
+
+Layout of ``DATASET/data.mdb`` (keys are ASCII bytes)::
+
+    r0000000000 ...   one value per record: exactly the record encoding of format.py (header, meta, data)
+    t0000000000 ...   that record's footer-table row (TABLE_DTYPE, 32 bytes; offset = record number)
+    s0000000000 ...   skipped source images: msgpack [key, path (hex of UTF-8 bytes), reason]
+    __table__         all table rows concatenated (written when the pack finishes)
+    __recpack__       msgpack map {"format_version", "records", "classes"} (written when the pack finishes)
+    __progress__      msgpack map {"fingerprint", "items_done", "records", "skipped"} (only while packing)
+
+Each chunk of records is committed in one transaction together with ``__progress__``, so an interrupted
+pack resumes exactly after the last committed chunk. Values are checksummed like shard records.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import lmdb
+import msgpack
+import numpy as np
+
+from .errors import CorruptRecord, FormatError, FormatVersionError
+from .format import FORMAT_VERSION, TABLE_DTYPE, table_row
+from .shard import Record, parse_record
+
+__all__ = ["LMDB_FILE", "LmdbWriter", "LmdbReader", "record_key"]
+
+LMDB_FILE = "data.mdb"
+_PROGRESS = b"__progress__"
+_META = b"__recpack__"
+_TABLE = b"__table__"
+
+
+def record_key(i: int) -> bytes:
+    return b"r%010d" % i
+
+
+# LMDB allows one environment per file per process: readers of the same folder share it, ref-counted.
+_ENVS: dict[str, tuple[Any, int]] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _open_shared(folder: str) -> Any:
+    key = os.path.realpath(folder)
+    with _ENVS_LOCK:
+        env, refs = _ENVS.get(key, (None, 0))
+        if env is None:
+            env = lmdb.open(folder, readonly=True, lock=False, subdir=True, readahead=False, max_readers=512)
+        _ENVS[key] = (env, refs + 1)
+        return env
+
+
+def _release_shared(folder: str) -> None:
+    key = os.path.realpath(folder)
+    with _ENVS_LOCK:
+        env, refs = _ENVS.get(key, (None, 0))
+        if env is None:
+            return
+        if refs <= 1:
+            del _ENVS[key]
+            env.close()
+        else:
+            _ENVS[key] = (env, refs - 1)
+
+
+class LmdbWriter:
+    """Append records to ``folder/data.mdb`` in committed chunks; resumable (see module docstring)."""
+
+    def __init__(self, folder: str, fingerprint: str, map_size: int) -> None:
+        self.folder = folder
+        self.env = lmdb.open(folder, map_size=max(map_size, 1 << 24), subdir=True, max_dbs=0,
+                             readahead=False, meminit=False)
+        self.items_done = 0
+        self.records = 0
+        self.n_skipped = 0
+        with self.env.begin() as txn:
+            raw = txn.get(_PROGRESS)
+        if raw is not None:
+            prog = msgpack.unpackb(raw, raw=False)
+            if isinstance(prog, dict) and prog.get("fingerprint") == fingerprint:
+                self.items_done = int(prog["items_done"])
+                self.records = int(prog["records"])
+                self.n_skipped = int(prog["skipped"])
+        self.fingerprint = fingerprint
+
+    def __enter__(self) -> LmdbWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.env.close()
+
+    def _write(self, puts: list[tuple[bytes, bytes]]) -> None:
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for k, v in puts:
+                        txn.put(k, v)
+                return
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def add_chunk(self, results: list[tuple[bytes, tuple[Any, int, int]] | None], skipped: list[Any]) -> int:
+        """Commit one chunk: records (None for skipped items) and the skip entries. Returns bytes added."""
+        puts: list[tuple[bytes, bytes]] = []
+        nbytes = 0
+        records, n_skipped = self.records, self.n_skipped
+        for r in results:
+            if r is None:
+                continue
+            record, (label, w, h) = r
+            puts.append((record_key(records), record))
+            row = np.array([table_row(records, len(record), label, w, h)], dtype=TABLE_DTYPE)
+            puts.append((b"t%010d" % records, row.tobytes()))
+            records += 1
+            nbytes += len(record)
+        for s in skipped:
+            puts.append((b"s%010d" % n_skipped, msgpack.packb(
+                [s.key, s.path.encode("utf-8", "surrogateescape").hex(), s.reason])))
+            n_skipped += 1
+        items_done = self.items_done + len(results)
+        puts.append((_PROGRESS, msgpack.packb({"fingerprint": self.fingerprint, "items_done": items_done,
+                                                "records": records, "skipped": n_skipped})))
+        self._write(puts)
+        self.items_done, self.records, self.n_skipped = items_done, records, n_skipped
+        return nbytes
+
+    def skipped(self) -> list[Any]:
+        from .pack import Skipped
+
+        out = []
+        with self.env.begin() as txn:
+            for i in range(self.n_skipped):
+                k, p, r = msgpack.unpackb(txn.get(b"s%010d" % i), raw=False)
+                out.append(Skipped(k, bytes.fromhex(p).decode("utf-8", "surrogateescape"), r))
+        return out
+
+    def finish(self, classes: tuple[str, ...] | list[str]) -> int:
+        """Write the table and metadata keys, drop the progress key, sync. Returns the database size."""
+        with self.env.begin() as txn:
+            table = b"".join(txn.get(b"t%010d" % i) for i in range(self.records))
+        with self.env.begin(write=True) as txn:
+            txn.put(_TABLE, table)
+            txn.put(_META, msgpack.packb({"format_version": FORMAT_VERSION, "records": self.records,
+                                          "classes": list(classes)}))
+            txn.delete(_PROGRESS)
+        self.env.sync(True)
+        return os.path.getsize(os.path.join(self.folder, LMDB_FILE))
+
+
+class LmdbReader:
+    """Read-only access to a finished LMDB dataset: ``table`` (TABLE_DTYPE), ``read(i)``, ``iter_all()``."""
+
+    def __init__(self, folder: str, expected_records: int) -> None:
+        self.path = os.path.join(folder, LMDB_FILE)
+        if not os.path.isfile(self.path):
+            raise FormatError(f"missing {LMDB_FILE}; the dataset folder is incomplete", self.path)
+        self.folder = folder
+        self.env = _open_shared(folder)
+        try:
+            with self.env.begin(buffers=False) as txn:
+                meta_raw = txn.get(_META)
+                table_raw = txn.get(_TABLE)
+            if meta_raw is None or table_raw is None:
+                raise FormatError("not a finished recpack LMDB database (no __recpack__ key); re-run "
+                                  "`recpack pack --backend lmdb`", self.path)
+            meta = msgpack.unpackb(meta_raw, raw=False)
+            if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+                raise FormatVersionError(f"format v{meta.get('format_version') if isinstance(meta, dict) else '?'}"
+                                         f", this recpack reads v{FORMAT_VERSION}", self.path)
+            if meta.get("records") != expected_records or len(table_raw) != expected_records * TABLE_DTYPE.itemsize:
+                raise FormatError(f"database holds {meta.get('records')} records and a {len(table_raw)}-byte "
+                                  f"table; the manifest says {expected_records}", self.path)
+            self.table = np.frombuffer(table_raw, dtype=TABLE_DTYPE)
+        except BaseException:
+            _release_shared(folder)
+            raise
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def read(self, i: int) -> Record:
+        with self.env.begin(buffers=True) as txn:
+            buf = txn.get(record_key(i))
+            if buf is None:
+                raise CorruptRecord(f"record {i} is missing from the database", self.path, i)
+            rec, used = parse_record(memoryview(buf), self.path, i)
+        if used != len(buf):
+            raise CorruptRecord(f"value is {len(buf)} bytes but the record is {used}", self.path, i, rec.key)
+        return rec
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env = None
+            _release_shared(self.folder)
