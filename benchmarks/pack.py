@@ -1,0 +1,127 @@
+"""Packing and record-reading throughput on ImageNet-like JPEGs; writes the 'Packing' section of
+docs/benchmarks.md.
+
+    python benchmarks/pack.py [--images 4000] [--workdir /tmp/recpack-bench-pack]
+
+Grid: pack with 1 and all workers (pass-through, header check), with full-decode check, and with
+--resize 256; compared side by side with simply reading every source file once (cold), the floor any packer
+pays. Then: verify (cold), sequential iteration (cold) and random access (cold) of the packed records,
+against reading the original files in random order (cold). Median of 3 runs each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import drop_caches, machine, median_time, today, versions, write_section  # noqa: E402
+
+import recpack  # noqa: E402
+from recpack.imaging import ImageOptions  # noqa: E402
+from recpack.pack import PackOptions, pack  # noqa: E402
+from recpack.synth import make_image_folder  # noqa: E402
+from recpack.verify import verify  # noqa: E402
+
+
+def read_files(paths: list[Path]) -> int:
+    n = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            n += len(f.read())
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--images", type=int, default=4000)
+    ap.add_argument("--workdir", default="/tmp/recpack-bench-pack")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    src = work / "images"
+    if not src.exists() or sum(1 for _ in src.rglob("*.jpg")) != args.images:
+        shutil.rmtree(src, ignore_errors=True)
+        t0 = time.perf_counter()
+        make_image_folder(src, args.images, classes=100, size=(500, 375), quality=95, seed=0, progress=True)
+        print(f"generated {args.images} images in {time.perf_counter() - t0:.1f} s")
+    paths = sorted(src.rglob("*.jpg"))
+    src_bytes = sum(p.stat().st_size for p in paths)
+    n = len(paths)
+    cores = os.cpu_count() or 1
+    rows: list[tuple[str, float, float, str]] = []
+    cache = drop_caches(src)
+
+    def cold() -> None:
+        drop_caches(src, work)
+
+    t = median_time(lambda: read_files(paths), args.repeat, cold)
+    rows.append(("read every source file once (floor)", n / t, src_bytes / 1e6 / t, "cold"))
+    t = median_time(lambda: read_files([paths[i] for i in np.random.default_rng(0).permutation(n)]),
+                    args.repeat, cold)
+    rows.append(("read source files in random order", n / t, src_bytes / 1e6 / t, "cold"))
+
+    grid = [
+        (f"pack, pass-through, 1 worker", PackOptions(workers=1, progress=False, overwrite=True)),
+        (f"pack, pass-through, {cores} workers", PackOptions(workers=cores, progress=False, overwrite=True)),
+        (f"pack, --check decode, {cores} workers",
+         PackOptions(workers=cores, progress=False, overwrite=True, image=ImageOptions(check="decode"))),
+        (f"pack, --resize 256 (re-encode), {cores} workers",
+         PackOptions(workers=cores, progress=False, overwrite=True, image=ImageOptions(resize=256))),
+    ]
+    out = work / "ds"
+    for name, opts in grid:
+        t = median_time(lambda: pack(src, out, opts), args.repeat, lambda: (shutil.rmtree(out, True), cold()))
+        rows.append((name, n / t, src_bytes / 1e6 / t, "cold source"))
+    shutil.rmtree(out, True)
+    pack(src, out, PackOptions(workers=cores, progress=False))
+    ds_bytes = sum(p.stat().st_size for p in out.glob("*.rpk"))
+
+    t = median_time(lambda: verify(out), args.repeat, cold)
+    rows.append(("recpack verify (every CRC)", n / t, ds_bytes / 1e6 / t, "cold"))
+
+    def iterate() -> None:
+        with recpack.open(out) as ds:
+            for _ in ds:
+                pass
+
+    t = median_time(iterate, args.repeat, cold)
+    rows.append(("records in shard order (recpack.open iteration)", n / t, ds_bytes / 1e6 / t, "cold"))
+    order = np.random.default_rng(1).permutation(n).tolist()
+
+    def random_access() -> None:
+        with recpack.open(out) as ds:
+            for i in order:
+                ds[i]
+
+    t = median_time(random_access, args.repeat, cold)
+    rows.append(("records in random order (ds[i], one pread each)", n / t, ds_bytes / 1e6 / t, "cold"))
+
+    lines = [
+        f"{n} ImageNet-like JPEGs (500x375, q95, mean {src_bytes / n / 1e3:.0f} KB, generated from bundled "
+        f"photos), 100 classes. Machine: {machine()}. Date: {today()}. Versions: recpack "
+        f"{recpack.__version__}, {versions('numpy', 'PIL', 'simplejpeg', 'crc32c', 'msgpack')}. Cold cache "
+        f"via {cache}; median of {args.repeat} runs. Dataset: {ds_bytes / 1e6:.0f} MB in "
+        f"{len(list(out.glob('*.rpk')))} shard(s). Script: `python benchmarks/pack.py --images {n}`.",
+        "",
+        "| step | images/s | MB/s | cache |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name, ips, mbs, c in rows:
+        lines.append(f"| {name} | {ips:,.0f} | {mbs:,.0f} | {c} |")
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section("Packing and record reads", body)
+        print("wrote docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
