@@ -69,7 +69,7 @@ def main() -> None:
     rows.append(("read source files in random order", n / t, src_bytes / 1e6 / t, "cold"))
 
     grid = [
-        (f"pack, pass-through, 1 worker", PackOptions(workers=1, progress=False, overwrite=True)),
+        ("pack, pass-through, 1 worker", PackOptions(workers=1, progress=False, overwrite=True)),
         (f"pack, pass-through, {cores} workers", PackOptions(workers=cores, progress=False, overwrite=True)),
         (f"pack, --check decode, {cores} workers",
          PackOptions(workers=cores, progress=False, overwrite=True, image=ImageOptions(check="decode"))),
@@ -78,7 +78,7 @@ def main() -> None:
     ]
     out = work / "ds"
     for name, opts in grid:
-        t = median_time(lambda: pack(src, out, opts), args.repeat, lambda: (shutil.rmtree(out, True), cold()))
+        t = median_time(lambda o=opts: pack(src, out, o), args.repeat, lambda: (shutil.rmtree(out, True), cold()))
         rows.append((name, n / t, src_bytes / 1e6 / t, "cold source"))
     shutil.rmtree(out, True)
     pack(src, out, PackOptions(workers=cores, progress=False))

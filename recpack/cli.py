@@ -41,7 +41,7 @@ def parse_size(text: str) -> int:
     return value
 
 
-class _Size(click.ParamType):
+class _Size(click.ParamType):  # type: ignore[type-arg]
     name = "SIZE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -194,8 +194,9 @@ def verify(dataset: str, decode: bool, as_json: bool, no_progress: bool) -> None
             click.echo(f"BAD  {p.shard} @ offset {p.offset}" + (f" key {p.key!r}" if p.key else "")
                        + f": {p.message}")
         status = "OK" if res.ok else f"FAILED: {len(res.problems)} problems"
+        rate = res.bytes / 1e6 / max(dt, 1e-9)
         click.echo(f"{status}: {res.records} of {res.expected} records intact, {res.bytes / 1e6:.1f} MB "
-                   f"checked{' and decoded' if decode else ''} in {dt:.1f} s ({res.bytes / 1e6 / max(dt, 1e-9):.0f} MB/s)")
+                   f"checked{' and decoded' if decode else ''} in {dt:.1f} s ({rate:.0f} MB/s)")
     if not res.ok:
         sys.exit(1)
 

@@ -141,7 +141,10 @@ class LmdbWriter:
     def finish(self, classes: tuple[str, ...] | list[str]) -> int:
         """Write the table and metadata keys, drop the progress key, sync. Returns the database size."""
         with self.env.begin() as txn:
-            table = b"".join(txn.get(b"t%010d" % i) for i in range(self.records))
+            rows = [txn.get(b"t%010d" % i) for i in range(self.records)]
+        if any(r is None for r in rows):
+            raise FormatError("table rows missing from the database; re-run with --overwrite", self.folder)
+        table = b"".join(r for r in rows if r is not None)
         with self.env.begin(write=True) as txn:
             txn.put(_TABLE, table)
             txn.put(_META, msgpack.packb({"format_version": FORMAT_VERSION, "records": self.records,

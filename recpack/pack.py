@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from multiprocessing import get_context
 from typing import Any
 
@@ -249,6 +250,10 @@ def _process(items: list[SourceItem], opts: ImageOptions) -> list[_Result]:
     return out
 
 
+def _row(label: Any, width: int, height: int, offset: int, length: int) -> tuple[int, int, int, int, int, int]:
+    return table_row(offset, length, label, width, height)
+
+
 def _chunks(plan: _Plan, positions: np.ndarray) -> Iterator[list[SourceItem]]:
     items = plan.source.items
     chunk: list[SourceItem] = []
@@ -383,8 +388,7 @@ def _pack_shards(out: str, plan: _Plan, opts: PackOptions, pool: _Pool, bar: _Me
                                             "--strict to skip bad files and list them in the report)")
                         skips.append(Skipped(it.key, it.path, b))
                     else:
-                        label, w, h = b
-                        writer.add(a, lambda off, ln, label=label, w=w, h=h: table_row(off, ln, label, w, h))
+                        writer.add(a, partial(_row, *b))
                         nbytes += len(a)
                 bar.update(len(chunk), nbytes)
             writer.finish(fsync=opts.fsync)
@@ -463,9 +467,10 @@ def _pack_lmdb(out: str, plan: _Plan, opts: PackOptions, pool: _Pool, bar: _Mete
         bar.update(start)
         try:
             for chunk, results in pool.map(_chunks(plan, positions[start:])):
-                for it, (kind, a, b) in zip(chunk, results):
+                for it, (kind, _, reason) in zip(chunk, results):
                     if kind == "skip" and opts.strict:
-                        raise PackError(f"{it.path}: {b} (--strict stops at the first bad input)")
+                        raise PackError(f"{it.path}: {reason} (--strict stops at the first bad input; drop "
+                                        "--strict to skip bad files and list them in the report)")
                 nbytes = w.add_chunk([(r[1], r[2]) if r[0] == "ok" else None for r in results],
                                      [Skipped(it.key, it.path, r[2]) for it, r in zip(chunk, results)
                                       if r[0] == "skip"])
