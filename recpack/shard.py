@@ -129,14 +129,15 @@ class ShardWriter:
         self._f.close()
 
     def abort(self) -> None:
-        """Close and delete the partial file (used on errors and Ctrl-C)."""
+        """Close and delete the partial file (used on errors, Ctrl-C and a full disk)."""
         try:
             self._f.close()
-        finally:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+        except OSError:
+            pass  # closing flushes the buffer, which fails again on a full disk; the file goes anyway
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
     @property
     def records(self) -> int:

@@ -302,3 +302,35 @@ def test_lmdb_backend_round_trip_and_resume(tiny_jpegs: Path, tmp_path: Path,
         assert [(r.key, r.data, r.label) for r in db] == [(r.key, r.data, r.label) for r in sh]
         assert db[3].key == sh[3].key
         assert (db.labels == sh.labels).all()
+
+
+def _mount_tmpfs(where: Path, size: int) -> bool:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return False
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    return r.returncode == 0
+
+
+@pytest.mark.root
+def test_real_full_disk_on_a_small_tmpfs(tiny_jpegs: Path, tmp_path: Path) -> None:
+    opts = PackOptions(num_shards=6, workers=0, progress=False)
+    pack(tiny_jpegs, tmp_path / "ref", opts)
+    total = sum(p.stat().st_size for p in (tmp_path / "ref").glob("*.rpk"))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if not _mount_tmpfs(mnt, (total // 2) // 4096 * 4096):
+        pytest.skip("needs root and tmpfs to emulate a full disk")
+    try:
+        out = mnt / "ds"
+        with pytest.raises(PackError, match="No space left on device.*re-run the same command"):
+            pack(tiny_jpegs, out, opts)
+        names = os.listdir(out)
+        assert "index.json" not in names and not any(n.endswith(".tmp") for n in names)
+        kept = [n for n in names if n.endswith(".rpk")]
+        assert kept, "at least one finished shard should survive"
+        subprocess.run(["mount", "-o", f"remount,size={4 * total}", str(mnt)], check=True)
+        res = pack(tiny_jpegs, out, opts)
+        assert res.resumed == len(kept)
+        assert files_of(out) == files_of(tmp_path / "ref")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
