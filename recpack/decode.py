@@ -14,7 +14,7 @@ Every function returns a writable, C-contiguous (H, W, 3) uint8 array and raises
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeAlias
+from typing import TypeAlias
+from collections.abc import Callable, Iterator
 
 __all__ = ["IMAGE_EXTENSIONS", "Label", "SourceItem", "Source", "scan"]
 
