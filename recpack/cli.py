@@ -84,7 +84,8 @@ def cli() -> None:
               help="Target bytes per shard (planned from source file sizes).")
 @click.option("--num-shards", type=click.IntRange(1), default=None, help="Exactly this many shards instead.")
 @click.option("--workers", type=click.IntRange(0), default=None,
-              help="Worker processes (default: all cores; 0 = in this process).")
+              help="Worker processes (default: all cores; in-process for plain pass-through on <= 2 cores, "
+                   "where a pool costs more than it saves; 0 = in this process).")
 @click.option("--resize", type=click.IntRange(1), default=None, metavar="SHORTER_SIDE",
               help="Re-encode with the shorter side resized to this many pixels (like im2rec).")
 @click.option("--quality", type=click.IntRange(1, 100), default=None,
