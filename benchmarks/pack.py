@@ -30,7 +30,15 @@ from recpack.synth import make_image_folder  # noqa: E402
 from recpack.verify import verify  # noqa: E402
 
 
-NOTE = "\n\nReading: the packer's pass-through path costs about 4x the bare file read (header parse, record encoding, write, fsync and a full read-back check of every shard). A process pool pays off once images are decoded or re-encoded; for pure pass-through on 2 cores it loses to in-process packing, which is therefore the default there. This VM disk serves cold random 110 KB reads as fast as sequential ones, so files vs records only differ on slower devices: the emulated HDD/SSD runs of the Loader and bench issues measure that."
+NOTE = (
+    "\n\n"
+    "Reading: the packer's pass-through path costs about 4x the bare file read (header parse, record "
+    'encoding, write, fsync and a full read-back check of every shard). A process pool pays off once '
+    'images are decoded or re-encoded; for pure pass-through on 2 cores it loses to in-process packing, '
+    'which is therefore the default there. This VM disk serves cold random 110 KB reads as fast as '
+    'sequential ones, so files vs records only differ on slower devices: the emulated HDD/SSD runs of the'
+    ' Loader and bench issues measure that.'
+)
 
 
 def read_files(paths: list[Path]) -> int:
