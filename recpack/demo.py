@@ -75,5 +75,5 @@ def run_demo(workdir: str, images: int, size: tuple[int, int], workers: int | No
     echo(f"{'step':38s} {'rate':>12s}")
     for name, value in rates.items():
         echo(f"{name:38s} {value:12,.0f}")
-    echo("(reads come from the page cache; `recpack bench` measures cold-cache reads per device)")
+    echo("(reads come from the page cache: the dataset was just written; benchmarks/pack.py measures cold reads)")
     return rates
