@@ -334,3 +334,22 @@ def test_real_full_disk_on_a_small_tmpfs(tiny_jpegs: Path, tmp_path: Path) -> No
         assert files_of(out) == files_of(tmp_path / "ref")
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_unreadable_missing_and_undecodable_entries(tmp_path: Path) -> None:
+    Image.new("RGB", (48, 32), (10, 200, 30)).save(tmp_path / "a.jpg", quality=90)
+    good = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "dir.jpg").mkdir()  # unreadable even for root
+    corrupt = bytearray(good)
+    for i in range(len(corrupt) // 2, len(corrupt) - 2, 7):  # scramble entropy data, keep header and EOI
+        corrupt[i] = 0xFF if i % 2 else 0x00
+    (tmp_path / "corrupt.jpg").write_bytes(bytes(corrupt))
+    lst = tmp_path / "files.txt"
+    lst.write_text("# name<TAB>label\na.jpg\t1\ndir.jpg\t2\nmissing.jpg\t3\ncorrupt.jpg\t4\n")
+    res = pack(lst, tmp_path / "ds", PackOptions(workers=0, image=ImageOptions(check="decode"), **QUIET))
+    reasons = {s.key: s.reason for s in res.skipped}
+    assert reasons["dir.jpg"].startswith("unreadable") and reasons["missing.jpg"] == "not found"
+    assert reasons["corrupt.jpg"].startswith(("corrupt JPEG", "undecodable", "truncated"))
+    assert res.records == 1
+    with recpack.open(tmp_path / "ds") as ds:
+        assert ds[0].data == good and ds[0].label == 1
