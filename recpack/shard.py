@@ -202,6 +202,7 @@ class ShardReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.fd = -1
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             self.size = os.fstat(self.fd).st_size
@@ -219,6 +220,7 @@ class ShardReader:
             self.table = table
         except BaseException:
             os.close(self.fd)
+            self.fd = -1  # never close this number again: it may already belong to another file
             raise
 
     def __len__(self) -> int:

@@ -135,3 +135,23 @@ def test_scan_recovers_every_intact_record_after_damage(tmp_path: Path) -> None:
     check = check_shard(str(path))
     assert check.records == 19
     assert {p.offset for p in check.problems} >= {0, off5}
+
+
+def test_failed_open_never_closes_another_files_descriptor(tmp_path: Path) -> None:
+    import gc
+
+    from recpack.errors import FormatError
+
+    bad = tmp_path / "bad.rpk"
+    bad.write_bytes(b"\x89RPK\r\n\x1a\n" + bytes(200))  # right magic, wrong header checksum
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"still readable")
+    for _ in range(5):
+        try:
+            ShardReader(str(bad))
+        except FormatError as exc:
+            kept = exc  # keeps the half-built reader alive through the traceback
+        with open(other, "rb") as f:  # likely reuses the descriptor number the reader had
+            del kept
+            gc.collect()  # the reader's __del__ runs now
+            assert f.read() == b"still readable"
