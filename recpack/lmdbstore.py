@@ -2,7 +2,8 @@
 
 Layout of ``DATASET/data.mdb`` (keys are ASCII bytes)::
 
-    r0000000000 ...   one value per record: exactly the record encoding of format.py (header, meta, data)
+    r0000000000 ...   one value per record: a msgpack map {"meta": map, "data": bin, "crc32c": u32,
+                      "meta_crc32c": u32} — CRC32C of the data and of the meta's canonical msgpack encoding
     t0000000000 ...   that record's footer-table row (TABLE_DTYPE, 32 bytes; offset = record number)
     s0000000000 ...   skipped source images: msgpack [key, path (hex of UTF-8 bytes), reason]
     __table__         all table rows concatenated (written when the pack finishes)
@@ -10,7 +11,8 @@ Layout of ``DATASET/data.mdb`` (keys are ASCII bytes)::
     __progress__      msgpack map {"fingerprint", "items_done", "records", "skipped"} (only while packing)
 
 Each chunk of records is committed in one transaction together with ``__progress__``, so an interrupted
-pack resumes exactly after the last committed chunk. Values are checksummed like shard records.
+pack resumes exactly after the last committed chunk. Values are plain msgpack, so any language can read
+them (``msgpack.unpackb(value)["data"]``), and are checksummed like shard records.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import msgpack
 import numpy as np
 
 from .errors import CorruptRecord, FormatError, FormatVersionError
-from .format import FORMAT_VERSION, TABLE_DTYPE, table_row
+from .format import FORMAT_VERSION, MAX_DATA_BYTES, MAX_META_BYTES, TABLE_DTYPE, crc32c, table_row
 from .shard import Record, parse_record
 
-__all__ = ["LMDB_FILE", "LmdbWriter", "LmdbReader", "record_key"]
+__all__ = ["LMDB_FILE", "LmdbWriter", "LmdbReader", "record_key", "encode_value", "decode_value"]
 
 LMDB_FILE = "data.mdb"
 _PROGRESS = b"__progress__"
@@ -37,6 +39,33 @@ _TABLE = b"__table__"
 
 def record_key(i: int) -> bytes:
     return b"r%010d" % i
+
+
+def encode_value(meta: dict[str, Any], data: bytes) -> bytes:
+    """The LMDB value of one record (see the module docstring)."""
+    meta_crc = crc32c(msgpack.packb(meta, use_bin_type=True))
+    return bytes(msgpack.packb({"meta": meta, "data": data, "crc32c": crc32c(data), "meta_crc32c": meta_crc},
+                               use_bin_type=True))
+
+
+def decode_value(buf: bytes | memoryview, path: str, i: int) -> Record:
+    """Parse and check one LMDB value; raises CorruptRecord naming the database and record number."""
+    if len(buf) > MAX_DATA_BYTES + MAX_META_BYTES + 64:
+        raise CorruptRecord(f"value of {len(buf)} bytes exceeds the record size bound", path, i)
+    try:
+        obj = msgpack.unpackb(bytes(buf), raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise CorruptRecord(f"value is not valid msgpack ({exc})", path, i) from None
+    if not (isinstance(obj, dict) and isinstance(obj.get("meta"), dict) and isinstance(obj.get("data"), bytes)
+            and isinstance(obj["meta"].get("key"), str)):
+        raise CorruptRecord("value is not a recpack record map", path, i)
+    meta, data = obj["meta"], obj["data"]
+    if crc32c(data) != obj.get("crc32c"):
+        raise CorruptRecord("record data checksum mismatch", path, i, meta["key"])
+    if crc32c(msgpack.packb(meta, use_bin_type=True)) != obj.get("meta_crc32c"):
+        raise CorruptRecord("record metadata checksum mismatch", path, i, meta["key"])
+    label = meta.get("label")
+    return Record(meta["key"], tuple(label) if isinstance(label, list) else label, meta, data)
 
 
 # LMDB allows one environment per file per process: readers of the same folder share it, ref-counted.
@@ -112,7 +141,8 @@ class LmdbWriter:
             if r is None:
                 continue
             record, (label, w, h) = r
-            puts.append((record_key(records), record))
+            rec, _ = parse_record(memoryview(record), self.folder, records)  # the packer's encoding
+            puts.append((record_key(records), encode_value(rec.meta, rec.data)))
             row = np.array([table_row(records, len(record), label, w, h)], dtype=TABLE_DTYPE)
             puts.append((b"t%010d" % records, row.tobytes()))
             records += 1
@@ -190,10 +220,7 @@ class LmdbReader:
             buf = txn.get(record_key(i))
             if buf is None:
                 raise CorruptRecord(f"record {i} is missing from the database", self.path, i)
-            rec, used = parse_record(memoryview(buf), self.path, i)
-        if used != len(buf):
-            raise CorruptRecord(f"value is {len(buf)} bytes but the record is {used}", self.path, i, rec.key)
-        return rec
+            return decode_value(buf, self.path, i)
 
     def close(self) -> None:
         if self.env is not None:

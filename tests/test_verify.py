@@ -113,3 +113,27 @@ def test_verify_decode_catches_undecodable_image(tmp_path: Path) -> None:
     assert verify(tmp_path / "ds").ok
     res = verify(tmp_path / "ds", decode=True)
     assert not res.ok and [p.key for p in res.problems] == ["a/bad.jpg"]
+
+
+def test_lmdb_values_are_plain_msgpack_and_damage_is_found(tiny_jpegs: Path, tmp_path: Path) -> None:
+    import lmdb
+    import msgpack
+
+    out = tmp_path / "db"
+    pack(tiny_jpegs, out, PackOptions(workers=0, backend="lmdb", progress=False, fsync=False))
+    env = lmdb.open(str(out))
+    with env.begin(write=True) as txn:
+        value = msgpack.unpackb(txn.get(b"r0000000003"))
+        key = value["meta"]["key"]
+        assert value["data"] == (tiny_jpegs / key).read_bytes()  # readable without recpack
+        value["data"] = value["data"][:-9] + b"damaged!!"
+        txn.put(b"r0000000003", msgpack.packb(value))
+    env.close()
+    res = verify(out)
+    assert not res.ok and [(p.offset, p.key) for p in res.problems] == [(3, key)]
+    with recpack.open(out) as ds, pytest.raises(CorruptRecord, match="checksum"):
+        ds[3]
+    with recpack.open(out, on_error="skip") as ds, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keys = [r.key for r in ds]
+        assert key not in keys and len(keys) == len(ds) - 1 and ds.stats["skipped"] == 1
