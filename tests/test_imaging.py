@@ -4,6 +4,7 @@ import io
 import os
 import sys
 from pathlib import Path
+from typing import Any
 from collections.abc import Callable
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from recpack import imaging
 from recpack.errors import BadImage
 from recpack.imaging import ImageOptions, PreparedImage, prepare, read_source
 
@@ -257,3 +259,43 @@ def test_decode_check_without_simplejpeg(monkeypatch: pytest.MonkeyPatch,
     data = make_jpeg((160, 120))
     assert prepare(data, ImageOptions(check="decode")).data == data
     assert reason_of(data[: len(data) // 2], ImageOptions(check="decode")) == "truncated JPEG"
+
+
+def _slow(raw: bytes, opts: ImageOptions, monkeypatch: pytest.MonkeyPatch) -> object:
+    with monkeypatch.context() as m:
+        m.setattr(imaging, "_pass_through_jpeg", lambda raw, opts: None)
+        try:
+            img = prepare(raw, opts)
+        except BadImage as exc:
+            return exc.reason
+        return (img.data == raw, img.width, img.height, img.meta)
+
+
+def test_fast_jpeg_header_path_agrees_with_pillow(unusual_images: dict[str, bytes], make_jpeg: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    opts = ImageOptions()
+    jpegs = {k: v for k, v in unusual_images.items() if k.endswith(".jpg")}
+    jpegs["plain"] = make_jpeg((64, 48), 1)
+    fast_hits = 0
+    for name, raw in jpegs.items():
+        fast = imaging._pass_through_jpeg(raw, opts)
+        if fast is not None:
+            fast_hits += 1
+            assert (True, fast.width, fast.height, fast.meta) == _slow(raw, opts, monkeypatch), name
+    assert fast_hits >= 3  # plain, grayscale, EXIF-rotated and progressive JPEGs take the fast path
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fast_path_never_accepts_what_pillow_rejects(data: st.DataObject, make_jpeg: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = bytearray(make_jpeg((40, 30), 2))
+    for _ in range(data.draw(st.integers(1, 4))):
+        header = data.draw(st.booleans())  # half the mutations hit the marker segments
+        i = data.draw(st.integers(0, min(len(raw) - 1, 640) if header else len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(len(raw) // 2, len(raw)))
+    raw = bytes(raw[:cut])
+    fast = imaging._pass_through_jpeg(raw, ImageOptions()) if raw else None
+    if fast is not None:
+        assert _slow(raw, ImageOptions(), monkeypatch) == (True, fast.width, fast.height, fast.meta)
