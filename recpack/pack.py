@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .errors import BadImage, PackError
+from .errors import BadImage, FormatError, PackError
 from .format import FORMAT_VERSION, SHARD_SUFFIX, encode_record, table_row
 from .imaging import ImageOptions, prepare, read_source
 from .index import MANIFEST_NAME, Manifest, ShardEntry, atomic_write, read_manifest, write_manifest
-from .shard import ShardInfo, ShardWriter, check_shard
+from .shard import ShardInfo, ShardWriter, confirm_written
 from .sources import Source, SourceItem, scan
 
 __all__ = [
@@ -404,12 +404,14 @@ def _pack_shards(out: str, plan: _Plan, opts: PackOptions, pool: _Pool, bar: _Me
                         nbytes += len(a)
                 bar.update(len(chunk), nbytes)
             writer.finish(fsync=opts.fsync)
-            check = check_shard(tmp)
-            if not check.ok:
-                raise PackError(f"{tmp}: reading the shard back found {check.problems[0].message}; the disk "
-                                "may be failing. Re-run the same command to rewrite it")
+            assert writer.file_crc is not None
+            try:
+                size = confirm_written(tmp, writer.records, writer.file_crc)
+            except FormatError as exc:
+                raise PackError(f"{exc}; reading the shard back did not give what was written (failing disk "
+                                "or memory?). Re-run the same command to rewrite it") from None
             os.replace(tmp, os.path.join(out, name))
-            info = ShardInfo(name, check.records, check.bytes, check.crc32c)
+            info = ShardInfo(name, writer.records, size, writer.file_crc)
             _save_done(state, i, info, skips)
         except OSError as exc:
             writer.abort()

@@ -48,7 +48,8 @@ def test_round_trip_exact_bytes_and_labels(tiny_jpegs: Path, tmp_path: Path) -> 
         for i in range(len(ds)):  # random access agrees with iteration
             r = ds[i]
             assert (r.data, r.label) == want[r.key]
-            assert r.meta["size"] == list(Image.open(tiny_jpegs / r.key).size)
+            with Image.open(tiny_jpegs / r.key) as im:
+                assert r.meta["size"] == list(im.size)
         assert ds[-1].key == ds[len(ds) - 1].key
         with pytest.raises(IndexError):
             ds[len(ds)]

@@ -155,3 +155,27 @@ def test_failed_open_never_closes_another_files_descriptor(tmp_path: Path) -> No
             del kept
             gc.collect()  # the reader's __del__ runs now
             assert f.read() == b"still readable"
+
+
+@given(a=st.binary(max_size=5000), b=st.binary(max_size=5000))
+def test_crc32c_combine(a: bytes, b: bytes) -> None:
+    from recpack.format import crc32c_combine
+
+    assert crc32c_combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
+
+
+def test_writer_knows_the_whole_file_crc_and_confirm_catches_changes(tmp_path: Path) -> None:
+    from recpack.shard import confirm_written
+
+    path = tmp_path / "s.rpk"
+    w = ShardWriter(str(path))
+    for i in range(5):
+        w.add(encode_record({"key": str(i)}, os.urandom(3000)), lambda off, ln: table_row(off, ln, 1, 1, 1))
+    w.finish(fsync=False)
+    assert w.file_crc == crc32c(path.read_bytes())
+    assert confirm_written(str(path), 5, w.file_crc) == path.stat().st_size
+    raw = bytearray(path.read_bytes())
+    raw[5000] ^= 1
+    path.write_bytes(raw)
+    with pytest.raises(CorruptShard, match="reads back"):
+        confirm_written(str(path), 5, w.file_crc)
