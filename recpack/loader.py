@@ -1,0 +1,556 @@
+"""``recpack.Loader``: the part users put in their training loop.
+
+::
+
+    loader = recpack.Loader("data/train", batch_size=256, shuffle=True, seed=0,
+                            transform="train", size=224, device="cuda")
+    for epoch in range(90):
+        loader.set_epoch(epoch)
+        for images, labels in loader:   # images: uint8 (B,3,224,224) on the device, labels: int64
+            ...
+
+Pipeline per epoch (threads only, no worker processes):
+
+1. **Order** (pure): the epoch's sample order from ``(dataset layout, seed, epoch)``, this rank's contiguous
+   share of it, then fixed-size batches; samples are shuffled within each batch. See :mod:`recpack.order`.
+2. **Read** (one ``recpack-reader`` thread): a batch's records are sorted and coalesced into runs of
+   consecutive records, and each run is one large aligned positional read into the slot's reusable buffer.
+3. **Decode** (``threads`` ``recpack-decode`` threads, which release the GIL in libjpeg-turbo and torch):
+   each record's CRCs are checked, then it is decoded (reduced-size when the crop allows), cropped, resized
+   and flipped straight into the slot's preallocated (pinned) image tensor.
+4. **Copy**: the slot is copied to the device with ``non_blocking=True`` on a side CUDA stream; an event
+   guards the slot until the copy is done. Without CUDA the same path yields CPU tensors (or numpy arrays).
+
+Memory is bounded and constant across epochs: ``(prefetch + 2) x (batch image bytes + read buffer)`` plus the
+order arrays (8 bytes per record); see :attr:`Loader.memory_bytes`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from .batch import Slot, SlotRing
+from .errors import CorruptRecord, DecodeError, FormatError, RecpackError
+from .format import decode_meta
+from .index import Manifest, locate, read_manifest
+from .order import ORDERS, Layout, choose_order, coalesce, rank_share
+from .prefetch import Prefetcher, Stopped
+from .shard import ShardReader
+from .storage import LmdbRecords, ShardFiles, Table, read_into, record_payload
+
+__all__ = ["Loader", "ORDER_NAMES", "TRANSFORMS"]
+
+ORDER_NAMES = ("auto", "sequential", "shard_shuffle", "random")
+TRANSFORMS = ("train", "val")
+_STATE_VERSION = 1
+_TAG_BATCH_SHUFFLE, _TAG_PARAMS = 101, 102
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _load_table(folder: str, manifest: Manifest) -> Table:
+    if manifest.backend == "lmdb":
+        records = LmdbRecords(folder, manifest.records)
+        try:
+            return Table.from_tables([records.reader.table])
+        finally:
+            records.close()
+    tables = []
+    for entry in manifest.shards:
+        with ShardReader(os.path.join(folder, entry.name)) as r:
+            if len(r) != entry.records:
+                raise FormatError(f"shard holds {len(r)} records, the manifest says {entry.records}; re-run "
+                                  "`recpack pack`", r.path, 0)
+            tables.append(r.table.copy())
+    return Table.from_tables(tables)
+
+
+class Loader:
+    """Batches of decoded images (or raw records) from a recpack dataset, prepared ahead on threads.
+
+    Args:
+        path: dataset folder (written by ``recpack pack``; shard or LMDB backend).
+        batch_size: samples per batch.
+        shuffle: False reads in storage order (``order="sequential"``).
+        seed: the order and the random crops are a pure function of (seed, epoch, rank, world_size).
+        order: "shard_shuffle" (large sequential reads; HDD-friendly), "random" (a full permutation through
+            the footer tables; SSD/NVMe), "sequential", or "auto": probe the device's random-read latency and
+            pick (``order_reason`` says what was measured and picked).
+        transform: "train" (RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3)) + horizontal flip),
+            "val" (resize the shorter side to size/0.875, center crop), or a callable taking an HWC uint8
+            RGB array and returning (3, size, size) or (size, size, 3) uint8.
+        size: output side in pixels.
+        device: "cuda", "cuda:N", "cpu" or None (CUDA when available).
+        threads: decode threads (default: all cores).
+        prefetch: batches prepared ahead. Pinned memory = (prefetch + 2) x batch bytes.
+        drop_last: drop the last partial batch and, across ranks, the remainder instead of padding.
+        rank, world_size: this process's share; default from ``torch.distributed`` when initialised.
+        normalize: None, or (mean, std) per channel in 0..255 units: images become ``dtype`` on the device,
+            (x - mean) / std, computed on the device.
+        dtype: float dtype for ``normalize`` (torch.float32 or torch.float16).
+        output: "torch" or "numpy" (numpy needs a CPU device).
+        on_error: "raise" (default): a corrupt record raises :class:`CorruptRecord` naming shard, offset and
+            key, an undecodable image :class:`DecodeError`; "skip": skip it (the batch is one shorter), count
+            it in ``stats`` and warn once per shard.
+        decode: False yields (list of record bytes, labels) without decoding: raw-read throughput.
+        run, interleave, window: shard_shuffle parameters (records per run, shards interleaved, runs a run
+            may move); see :func:`recpack.order.order_shard_shuffle`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], batch_size: int = 256, *, shuffle: bool = True,
+                 seed: int = 0, order: str = "auto", transform: str | Callable[[np.ndarray], Any] | None = "train",
+                 size: int = 224, device: str | torch.device | None = None, threads: int | None = None,
+                 prefetch: int = 2, drop_last: bool = False, rank: int | None = None,
+                 world_size: int | None = None, normalize: tuple[Any, Any] | None = None,
+                 dtype: torch.dtype = torch.float32, output: str = "torch", on_error: str = "raise",
+                 decode: bool = True, run: int = 64, interleave: int = 4, window: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        if order not in ORDER_NAMES:
+            raise ValueError(f"order must be one of {ORDER_NAMES}, not {order!r}")
+        if isinstance(transform, str) and transform not in TRANSFORMS:
+            raise ValueError(f"transform must be 'train', 'val', a callable or None, not {transform!r}")
+        if decode and transform is None:
+            raise ValueError("transform=None needs decode=False (raw records); pass transform='val' to decode")
+        if size < 1 or prefetch < 1:
+            raise ValueError(f"size and prefetch must be >= 1 (got size={size}, prefetch={prefetch})")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        if output not in ("torch", "numpy"):
+            raise ValueError(f"output must be 'torch' or 'numpy', not {output!r}")
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be a float dtype for normalize, not {dtype}")
+
+        self.path = locate(path)
+        self.manifest = read_manifest(self.path)
+        self.table = _load_table(self.path, self.manifest)
+        self.classes = list(self.manifest.classes)
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.size = size
+        self.transform = transform
+        self.decode = decode
+        self.prefetch = prefetch
+        self.drop_last = drop_last
+        self.on_error = on_error
+        self.output = output
+        self.threads = threads or os.cpu_count() or 1
+        self.order_kw = {"run": run, "interleave": interleave, "window": window}
+        self.shuffle = shuffle
+
+        dist_rank, dist_world = _dist_rank_world()
+        self.rank = dist_rank if rank is None else rank
+        self.world_size = dist_world if world_size is None else world_size
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={self.rank}, world_size={self.world_size}")
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch.cuda.is_available() is False; pass device='cpu'")
+        if output == "numpy" and self.device.type != "cpu":
+            raise ValueError("output='numpy' needs device='cpu'")
+        self._cuda = self.device.type == "cuda"
+        self._stream: Any = torch.cuda.Stream(self.device) if self._cuda else None  # type: ignore[no-untyped-call]
+
+        self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
+        if normalize is not None:
+            mean, std = (torch.as_tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in normalize)
+            self._norm = (mean.to(self.device, dtype), std.to(self.device, dtype))
+        self.dtype = dtype
+
+        if not shuffle:
+            self.order, self.order_reason = "sequential", "shuffle=False"
+        elif order != "auto":
+            self.order, self.order_reason = order, "chosen by the caller"
+        elif self.manifest.backend == "lmdb":
+            self.order, self.order_reason = "random", "LMDB backend: records are read through a memory map"
+        else:
+            self.order, self.order_reason = choose_order(
+                [os.path.join(self.path, s.name) for s in self.manifest.shards])
+        self.layout = Layout(self.table.starts)
+
+        self._epoch = 0
+        self._next_batch = 0
+        self._share_cache: tuple[int, np.ndarray] | None = None
+        self._active: _Epoch | None = None
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        self.stats: dict[str, float] = {"batches": 0, "samples": 0, "skipped": 0, "wait_s": 0.0,
+                                        "read_s": 0.0, "read_bytes": 0, "decode_s": 0.0}
+
+    # -- sizes ----------------------------------------------------------------------------------------------
+    @property
+    def per_rank(self) -> int:
+        """Samples this rank sees per epoch (equal for every rank)."""
+        n, w = self.table.n, self.world_size
+        return n // w if self.drop_last else math.ceil(n / w)
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        k = self.per_rank
+        return k // self.batch_size if self.drop_last else math.ceil(k / self.batch_size)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of pinned/batch memory the pipeline holds: (prefetch + 2) x (images + labels + read buffer)."""
+        per = self.batch_size * 8 + self.batch_size * int(self.table.length.max(initial=0))
+        if self.decode:
+            per += self.batch_size * 3 * self.size * self.size
+        return (self.prefetch + 2) * per
+
+    # -- epochs and state --------------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (the order changes with it). A different epoch starts from its first batch."""
+        if epoch != self._epoch:
+            self._epoch = int(epoch)
+            self._next_batch = 0
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this loader is: resuming from it yields exactly the batches an uninterrupted run would have."""
+        return {"version": _STATE_VERSION, "epoch": self._epoch, "batch": self._next_batch, "seed": self.seed,
+                "order": self.order, "batch_size": self.batch_size, "rank": self.rank,
+                "world_size": self.world_size, "records": self.table.n, "drop_last": self.drop_last,
+                "order_kw": dict(self.order_kw)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at ``state`` (from :meth:`state_dict`); the next iteration starts at the next unseen batch."""
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"loader state version {state.get('version')!r} is not {_STATE_VERSION}")
+        for key, mine in (("records", self.table.n), ("batch_size", self.batch_size), ("seed", self.seed),
+                          ("order", self.order), ("world_size", self.world_size), ("drop_last", self.drop_last),
+                          ("order_kw", self.order_kw)):
+            if state.get(key) != mine:
+                raise ValueError(f"cannot resume: the saved loader had {key}={state.get(key)!r}, this one has "
+                                 f"{mine!r}; create the Loader with the same settings (and order=) to resume")
+        self._epoch = int(state["epoch"])
+        self._next_batch = int(state["batch"])
+
+    # -- planning (pure) ---------------------------------------------------------------------------------------
+    def _share(self, epoch: int) -> np.ndarray:
+        if self._share_cache is None or self._share_cache[0] != epoch:
+            order = ORDERS[self.order](self.layout, self.seed, epoch, **self.order_kw)
+            share = rank_share(order, self.rank, self.world_size, epoch, drop_last=self.drop_last)
+            self._share_cache = (epoch, share)
+        return self._share_cache[1]
+
+    def batch_ids(self, epoch: int, b: int) -> np.ndarray:
+        """Global record ids of batch ``b`` of ``epoch`` for this rank, in delivery order (pure)."""
+        share = self._share(epoch)
+        ids = share[b * self.batch_size:(b + 1) * self.batch_size]
+        if self.order != "sequential":
+            rng = np.random.default_rng([self.seed, epoch, b, _TAG_BATCH_SHUFFLE])
+            ids = ids[rng.permutation(len(ids))]
+        return ids
+
+    def _params(self, epoch: int, b: int, ids: np.ndarray) -> np.ndarray | None:
+        from .transforms import train_params, val_params
+
+        w, h = self.table.width[ids], self.table.height[ids]
+        if self.transform == "train":
+            rng = np.random.default_rng([self.seed, epoch, b, _TAG_PARAMS])
+            return train_params(rng, w, h)
+        if self.transform == "val":
+            return val_params(w, h, self.size)
+        return None
+
+    # -- iteration ---------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        with self._lock:
+            if self._active is not None:
+                self._active.close()
+            run = _Epoch(self, self._epoch, self._next_batch)
+            self._active = run
+        try:
+            for b, batch in run:
+                self._next_batch = b + 1
+                yield batch
+            self._next_batch = 0  # the epoch is complete; the same epoch again starts from its beginning
+        finally:
+            run.close()
+            with self._lock:
+                if self._active is run:
+                    self._active = None
+
+    def close(self) -> None:
+        """Stop and join every thread of an iteration in progress (also done by break, errors and GC)."""
+        with self._lock:
+            run, self._active = self._active, None
+        if run is not None:
+            run.close()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return (f"<recpack.Loader {self.path!r}: {self.table.n} records, {len(self)} batches of "
+                f"{self.batch_size}, order={self.order}, device={self.device}, rank {self.rank}/{self.world_size}>")
+
+    # -- error policy ------------------------------------------------------------------------------------------
+    def _bad(self, exc: RecpackError, shard: str) -> None:
+        if self.on_error == "raise":
+            raise exc
+        self.stats["skipped"] += 1
+        if shard not in self._warned:
+            self._warned.add(shard)
+            warnings.warn(f"skipping bad record ({exc}); further ones in {shard} are counted in "
+                          "loader.stats['skipped'] — run `recpack verify` for the full list", RuntimeWarning,
+                          stacklevel=4)
+
+
+class _Epoch:
+    """One pass over the batches of an epoch: owns the slot ring, decode pool, open files and reader thread."""
+
+    def __init__(self, loader: Loader, epoch: int, start: int) -> None:
+        self.L = loader
+        self.epoch = epoch
+        self.start = start
+        shape = (3, loader.size, loader.size) if loader.decode else None
+        self.ring = SlotRing(loader.prefetch + 2, loader.batch_size, shape, pin=loader._cuda)
+        lmdb = loader.manifest.backend == "lmdb"
+        self.files = None if lmdb else ShardFiles(loader.path, loader.manifest,
+                                                  "random" if loader.order == "random" else "sequential")
+        self.lmdb = LmdbRecords(loader.path, loader.manifest.records) if lmdb else None
+        self.pool: ThreadPoolExecutor | None = None
+        if loader.decode or lmdb:
+            self.pool = ThreadPoolExecutor(loader.threads, thread_name_prefix="recpack-decode")
+        self._closed = False
+        self.pf = Prefetcher(self._produce, range(start, len(loader)), self.ring, loader.prefetch)
+
+    # reader thread ------------------------------------------------------------------------------------------
+    def _produce(self, b: int, slot: Slot, stop: threading.Event) -> tuple[int, list[Future[Any]], Any]:
+        L, t = self.L, self.L.table
+        ids = L.batch_ids(self.epoch, b)
+        n = len(ids)
+        slot.labels[:n] = torch.from_numpy(t.label[ids])
+        t0 = time.perf_counter()
+        views: list[Any]
+        if self.files is not None:
+            views = self._read(ids, slot, stop)
+        else:
+            views = [None] * n
+        L.stats["read_s"] += time.perf_counter() - t0
+        if not L.decode:
+            return n, [], self._raw(ids, views)
+        params = L._params(self.epoch, b, ids)
+        assert self.pool is not None and slot.images is not None
+        step = max(1, math.ceil(n / (L.threads * 4)))
+        futures = [self.pool.submit(self._decode, slot.images, ids[i:i + step], views[i:i + step], params, i)
+                   for i in range(0, n, step)]
+        return n, futures, None
+
+    def _read(self, ids: np.ndarray, slot: Slot, stop: threading.Event) -> list[memoryview]:
+        """Read the batch's records with one aligned read per run; views into ``slot.buf`` in ``ids`` order."""
+        t, files = self.L.table, self.files
+        assert files is not None
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        runs = coalesce(sorted_ids, self.L.layout, max_gap=0 if self.L.order == "random" else 4)
+        firsts = np.array([int(t.starts[s]) + first for s, first, _ in runs], dtype=np.int64)
+        lasts = np.array([int(t.starts[s]) + first + count - 1 for s, first, count in runs], dtype=np.int64)
+        begin = t.offset[firsts].astype(np.int64)
+        end = t.offset[lasts].astype(np.int64) + t.length[lasts].astype(np.int64)
+        need = int((end - begin).sum()) + 2 * 4096 * len(runs)
+        if len(slot.buf) < need:
+            slot.buf = bytearray(need + need // 4)
+        at = 0
+        run_pos = np.empty(len(runs), dtype=np.int64)
+        for r, (s, _, _) in enumerate(runs):
+            if stop.is_set():
+                raise Stopped
+            pos, nread = read_into(files.file(s), slot.buf, at, int(begin[r]), int(end[r]))
+            run_pos[r] = pos
+            at += nread
+        self.L.stats["read_bytes"] += at
+        which = np.searchsorted(firsts, sorted_ids, side="right") - 1
+        starts = run_pos[which] + (t.offset[sorted_ids].astype(np.int64) - begin[which])
+        lengths = t.length[sorted_ids].astype(np.int64)
+        buf = memoryview(slot.buf)
+        views: list[memoryview] = [buf] * len(ids)
+        for k, (a, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
+            views[int(order[k])] = buf[a:a + n]
+        return views
+
+    def _where(self, gid: int) -> tuple[str, int]:
+        t = self.L.table
+        if self.files is None:
+            return "data.mdb", gid
+        return self.files.names[int(t.shard[gid])], int(t.offset[gid])
+
+    def _payload(self, gid: int, view: Any) -> Any:
+        if self.lmdb is not None:
+            return self.lmdb.get(gid)
+        shard, offset = self._where(gid)
+        return record_payload(view, shard, offset)
+
+    def _raw(self, ids: np.ndarray, views: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for gid, view in zip(ids.tolist(), views):
+            try:
+                out.append(bytes(self._payload(gid, view)))
+            except CorruptRecord as exc:
+                out.append(exc)
+        return out
+
+    # decode threads -----------------------------------------------------------------------------------------
+    def _decode(self, images: torch.Tensor, ids: np.ndarray, views: list[Any], params: np.ndarray | None,
+                first: int) -> list[tuple[int, int, RecpackError]]:
+        from .decode import decode_rgb
+        from .transforms import apply_user_transform, decode_crop_resize
+
+        t0 = time.perf_counter()
+        errors: list[tuple[int, int, RecpackError]] = []
+        fn = self.L.transform
+        for k, (gid, view) in enumerate(zip(ids.tolist(), views)):
+            pos = first + k
+            try:
+                data = self._payload(gid, view)
+                if callable(fn):
+                    apply_user_transform(fn, decode_rgb(data), images[pos])
+                else:
+                    assert params is not None
+                    decode_crop_resize(data, params[pos], images[pos])
+            except CorruptRecord as exc:
+                errors.append((pos, gid, exc))
+            except DecodeError as exc:
+                errors.append((pos, gid, self._decode_error(gid, view, exc)))
+        self.L.stats["decode_s"] += time.perf_counter() - t0
+        return errors
+
+    def _decode_error(self, gid: int, view: Any, exc: DecodeError) -> DecodeError:
+        shard, offset = self._where(gid)
+        key = None
+        if view is not None:
+            try:
+                from .format import RECORD_HEADER_SIZE, decode_record_header
+
+                meta_len, _, _ = decode_record_header(view[:RECORD_HEADER_SIZE], shard, offset)
+                key = decode_meta(view[RECORD_HEADER_SIZE:RECORD_HEADER_SIZE + meta_len], shard, offset)["key"]
+            except RecpackError:
+                pass
+        msg = str(exc).split(": ", 1)[-1] if exc.shard is None else str(exc)
+        return DecodeError(f"image does not decode: {msg}", key=key, shard=shard, offset=offset)
+
+    # consumer -----------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        L = self.L
+        while True:
+            t0 = time.perf_counter()
+            item = self.pf.get()
+            if item is None:
+                return
+            b, slot, (n, futures, raw) = item
+            try:
+                errors = [e for f in futures for e in f.result()]
+                L.stats["wait_s"] += time.perf_counter() - t0
+                batch = self._deliver(slot, n, errors, raw)
+            except BaseException:
+                self.ring.release(slot)
+                raise
+            L.stats["batches"] += 1
+            yield b, batch
+
+    def _deliver(self, slot: Slot, n: int, errors: list[tuple[int, int, RecpackError]], raw: Any) -> Any:
+        L = self.L
+        keep: torch.Tensor | None = None
+        if raw is not None:  # decode=False: the checked record bytes themselves
+            good = []
+            for pos, item in enumerate(raw):
+                if isinstance(item, CorruptRecord):
+                    L._bad(item, os.path.basename(item.shard))
+                else:
+                    good.append(pos)
+            labels = slot.labels.index_select(0, torch.as_tensor(good, dtype=torch.long))
+            self.ring.release(slot)
+            L.stats["samples"] += len(good)
+            return [raw[i] for i in good], (labels.numpy() if L.output == "numpy" else labels)
+        if errors:
+            for _, _, exc in sorted(errors, key=lambda e: e[0]):
+                L._bad(exc, os.path.basename(getattr(exc, "shard", None) or "data.mdb"))
+            bad_pos = {p for p, _, _ in errors}
+            keep = torch.as_tensor([i for i in range(n) if i not in bad_pos], dtype=torch.long)
+        assert slot.images is not None
+        images = slot.images[:n] if keep is None else slot.images.index_select(0, keep)
+        labels = slot.labels[:n] if keep is None else slot.labels.index_select(0, keep)
+        L.stats["samples"] += images.shape[0]
+        if L._cuda:
+            images, labels = self._to_device(slot, images, labels)
+        else:
+            images, labels = images.clone(), labels.clone()
+        self.ring.release(slot)
+        if L._norm is not None:
+            mean, std = L._norm
+            images = (images.to(L.dtype) - mean) / std
+        if L.output == "numpy":
+            return images.numpy(), labels.numpy()
+        return images, labels
+
+    def _to_device(self, slot: Slot, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        L = self.L
+        stream = L._stream
+        with torch.cuda.stream(stream):
+            # allocated on the side stream, so the copy never races with compute still using freed memory
+            dev_images = torch.empty(images.shape, dtype=images.dtype, device=L.device)
+            dev_labels = torch.empty(labels.shape, dtype=labels.dtype, device=L.device)
+            dev_images.copy_(images, non_blocking=True)
+            dev_labels.copy_(labels, non_blocking=True)
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event.record(stream)
+        current = torch.cuda.current_stream(L.device)
+        current.wait_event(event)
+        dev_images.record_stream(current)  # the allocator must wait for the consumer's use before reuse
+        dev_labels.record_stream(current)
+        slot.event = event  # the reader waits for it before refilling this slot
+        return dev_images, dev_labels
+
+    # shutdown -----------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        left = self.pf.close()
+        for _, slot, (_, futures, _) in left:
+            for f in futures:
+                f.cancel()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        for _, slot, _ in left:
+            self.ring.release(slot)
+        if self.files is not None:
+            self.files.close()
+        if self.lmdb is not None:
+            self.lmdb.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
