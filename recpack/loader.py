@@ -537,7 +537,7 @@ class _Epoch:
             return
         self._closed = True
         left = self.pf.close()
-        for _, slot, (_, futures, _) in left:
+        for _, _, (_, futures, _) in left:
             for f in futures:
                 f.cancel()
         if self.pool is not None:

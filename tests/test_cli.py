@@ -78,7 +78,8 @@ def test_demo_and_python_m(tmp_path: Path) -> None:
 
 def test_public_api() -> None:
     assert sorted(recpack.__all__) == sorted([
-        "__version__", "open", "Dataset", "Loader", "LoaderDataset", "verify", "Record", "pack", "PackOptions", "PackResult", "ImageOptions",
+        "__version__", "open", "Dataset", "Loader", "LoaderDataset", "verify", "Record", "pack", "PackOptions",
+        "PackResult", "ImageOptions",
         "RecpackError", "FormatError", "CorruptRecord", "ManifestError", "BadImage", "DecodeError", "PackError",
     ])
     for name in recpack.__all__:
