@@ -339,9 +339,8 @@ class _Epoch:
         self.files = None if lmdb else ShardFiles(loader.path, loader.manifest,
                                                   "random" if loader.order == "random" else "sequential")
         self.lmdb = LmdbRecords(loader.path, loader.manifest.records) if lmdb else None
-        self.pool: ThreadPoolExecutor | None = None
-        if loader.decode or lmdb:
-            self.pool = ThreadPoolExecutor(loader.threads, thread_name_prefix="recpack-decode")
+        self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(loader.threads,
+                                                                  thread_name_prefix="recpack-decode")
         self._closed = False
         self.pf = Prefetcher(self._produce, range(start, len(loader)), self.ring, loader.prefetch)
 
@@ -358,14 +357,37 @@ class _Epoch:
         else:
             views = [None] * n
         L.stats["read_s"] += time.perf_counter() - t0
-        if not L.decode:
-            return n, [], self._raw(ids, views)
-        params = L._params(self.epoch, b, ids)
-        assert self.pool is not None and slot.images is not None
+        if self.files is not None and b + 1 < len(L):
+            self._will_need(L.batch_ids(self.epoch, b + 1))
+        assert self.pool is not None
         step = max(1, math.ceil(n / (L.threads * 4)))
+        if not L.decode:  # CRC checks and copies run on the pool, overlapping the next batch's reads
+            return n, [self.pool.submit(self._raw, ids[i:i + step], views[i:i + step])
+                       for i in range(0, n, step)], True
+        params = L._params(self.epoch, b, ids)
+        assert slot.images is not None
         futures = [self.pool.submit(self._decode, slot.images, ids[i:i + step], views[i:i + step], params, i)
                    for i in range(0, n, step)]
         return n, futures, None
+
+    def _spans(self, sorted_ids: np.ndarray) -> tuple[list[tuple[int, int, int]], np.ndarray, np.ndarray,
+                                                       np.ndarray]:
+        """Runs of a batch (sorted ids) and each run's first global id and byte span [begin, end)."""
+        t = self.L.table
+        runs = coalesce(sorted_ids, self.L.layout, max_gap=0 if self.L.order == "random" else 4)
+        firsts = np.array([int(t.starts[s]) + first for s, first, _ in runs], dtype=np.int64)
+        lasts = np.array([int(t.starts[s]) + first + count - 1 for s, first, count in runs], dtype=np.int64)
+        begin = t.offset[firsts].astype(np.int64)
+        end = t.offset[lasts].astype(np.int64) + t.length[lasts].astype(np.int64)
+        return runs, firsts, begin, end
+
+    def _will_need(self, ids: np.ndarray) -> None:
+        """Let the kernel start reading the next batch's runs while this one is decoded (POSIX only)."""
+        if self.L.order == "random" or self.files is None:
+            return  # thousands of tiny hints cost more than they save; random order relies on threads
+        runs, _, begin, end = self._spans(np.sort(ids))
+        for (s, _, _), a, b in zip(runs, begin.tolist(), end.tolist()):
+            self.files.will_need(s, a, b)
 
     def _read(self, ids: np.ndarray, slot: Slot, stop: threading.Event) -> list[memoryview]:
         """Read the batch's records with one aligned read per run; views into ``slot.buf`` in ``ids`` order."""
@@ -373,11 +395,7 @@ class _Epoch:
         assert files is not None
         order = np.argsort(ids, kind="stable")
         sorted_ids = ids[order]
-        runs = coalesce(sorted_ids, self.L.layout, max_gap=0 if self.L.order == "random" else 4)
-        firsts = np.array([int(t.starts[s]) + first for s, first, _ in runs], dtype=np.int64)
-        lasts = np.array([int(t.starts[s]) + first + count - 1 for s, first, count in runs], dtype=np.int64)
-        begin = t.offset[firsts].astype(np.int64)
-        end = t.offset[lasts].astype(np.int64) + t.length[lasts].astype(np.int64)
+        runs, firsts, begin, end = self._spans(sorted_ids)
         need = int((end - begin).sum()) + 2 * 4096 * len(runs)
         if len(slot.buf) < need:
             slot.buf = bytearray(need + need // 4)
@@ -467,11 +485,11 @@ class _Epoch:
             item = self.pf.get()
             if item is None:
                 return
-            b, slot, (n, futures, raw) = item
+            b, slot, (n, futures, is_raw) = item
             try:
-                errors = [e for f in futures for e in f.result()]
+                results = [e for f in futures for e in f.result()]
                 L.stats["wait_s"] += time.perf_counter() - t0
-                batch = self._deliver(slot, n, errors, raw)
+                batch = self._deliver(slot, n, [] if is_raw else results, results if is_raw else None)
             except BaseException:
                 self.ring.release(slot)
                 raise
