@@ -383,3 +383,31 @@ def test_loader_dataset_with_torch_dataloader(dataset: Path) -> None:
         extra.subtract(Counter(all_labels))
         assert min(extra.values()) >= 0 and sum(extra.values()) <= max(0, workers - 1)
     assert len(lds) == 47
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_batches_equal_cpu_batches(dataset: Path) -> None:
+    kw = {**SMALL, "seed": 4, "order": "shard_shuffle"}
+    cpu = epoch_batches(Loader(dataset, **{**kw, "device": "cpu"}))
+    gpu_loader = Loader(dataset, **{**kw, "device": "cuda"})
+    gpu = [(x, y) for x, y in gpu_loader]
+    assert len(cpu) == len(gpu)
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+        assert xg.is_cuda and yg.is_cuda
+        assert torch.equal(xc, xg.cpu()) and torch.equal(yc, yg.cpu())
+    assert not wait_no_threads()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_normalize_on_device(dataset: Path) -> None:
+    kw = {**SMALL, "order": "sequential", "transform": "val"}
+    x, _ = next(iter(Loader(dataset, **{**kw, "device": "cpu"})))
+    xf, _ = next(iter(Loader(dataset, **{**kw, "device": "cuda", "normalize": ((120,) * 3, (60,) * 3),
+                                         "dtype": torch.float16})))
+    assert xf.is_cuda and xf.dtype == torch.float16
+    assert torch.allclose(xf.float().cpu(), (x.float() - 120) / 60, atol=1e-2)
