@@ -440,7 +440,7 @@ class _Epoch:
 
     # decode threads -----------------------------------------------------------------------------------------
     def _decode(self, images: torch.Tensor, ids: np.ndarray, views: list[Any], params: np.ndarray | None,
-                first: int) -> list[tuple[int, int, RecpackError]]:
+                first: int) -> tuple[list[tuple[int, int, RecpackError]], float]:
         from .decode import decode_rgb
         from .transforms import apply_user_transform, decode_crop_resize
 
@@ -460,8 +460,7 @@ class _Epoch:
                 errors.append((pos, gid, exc))
             except DecodeError as exc:
                 errors.append((pos, gid, self._decode_error(gid, view, exc)))
-        self.L.stats["decode_s"] += time.perf_counter() - t0
-        return errors
+        return errors, time.perf_counter() - t0  # the consumer adds the time: stats have one writer
 
     def _decode_error(self, gid: int, view: Any, exc: DecodeError) -> DecodeError:
         shard, offset = self._where(gid)
@@ -487,7 +486,12 @@ class _Epoch:
                 return
             b, slot, (n, futures, is_raw) = item
             try:
-                results = [e for f in futures for e in f.result()]
+                done = [f.result() for f in futures]
+                if is_raw:
+                    results = [r for part in done for r in part]
+                else:
+                    results = [e for errs, _ in done for e in errs]
+                    L.stats["decode_s"] += sum(dt for _, dt in done)
                 L.stats["wait_s"] += time.perf_counter() - t0
                 batch = self._deliver(slot, n, [] if is_raw else results, results if is_raw else None)
             except BaseException:
