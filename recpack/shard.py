@@ -14,6 +14,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
+from .fileio import pread
 from .errors import CorruptRecord, CorruptShard, FormatError
 from .format import (
     ALIGN,
@@ -237,9 +238,9 @@ class ShardReader:
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             self.size = os.fstat(self.fd).st_size
-            self.header = unpack_header(os.pread(self.fd, HEADER_STRUCT.size, 0), path, self.size)
+            self.header = unpack_header(pread(self.fd, HEADER_STRUCT.size, 0), path, self.size)
             h = self.header
-            raw = os.pread(self.fd, h.table_length, h.table_offset)  # bounded: checked against file size
+            raw = pread(self.fd, h.table_length, h.table_offset)  # bounded: checked against file size
             if len(raw) != h.table_length or crc32c(raw) != h.table_crc:
                 raise CorruptShard("footer table checksum mismatch; the shard is damaged or truncated",
                                    path, h.table_offset)
@@ -261,7 +262,7 @@ class ShardReader:
         """Record ``j`` of this shard (one pread, fully checked)."""
         offset = int(self.table["offset"][j])
         length = int(self.table["length"][j])
-        buf = os.pread(self.fd, length, offset)
+        buf = pread(self.fd, length, offset)
         rec, used = parse_record(memoryview(buf), self.path, offset)
         if used != length:
             raise CorruptRecord(f"record length {used} disagrees with the footer table ({length})",
@@ -487,7 +488,7 @@ def _nonzero_padding(reader: ShardReader) -> bool:
     h = reader.header
     gaps = [(h.data_offset + h.data_length, h.table_offset), (h.table_offset + h.table_length, reader.size),
             (HEADER_STRUCT.size, DATA_OFFSET)]
-    return any(any(os.pread(reader.fd, b - a, a)) for a, b in gaps if b > a)
+    return any(any(pread(reader.fd, b - a, a)) for a, b in gaps if b > a)
 
 
 def _msg(exc: FormatError) -> str:
