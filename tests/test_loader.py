@@ -411,3 +411,21 @@ def test_cuda_normalize_on_device(dataset: Path) -> None:
                                          "dtype": torch.float16})))
     assert xf.is_cuda and xf.dtype == torch.float16
     assert torch.allclose(xf.float().cpu(), (x.float() - 120) / 60, atol=1e-2)
+
+
+def test_memory_is_flat_across_epochs(dataset: Path) -> None:
+    loader = Loader(dataset, order="shard_shuffle", **SMALL)
+    assert loader.memory_bytes > 0
+    for epoch in range(3):  # warm up: slot buffers reach their size, caches fill
+        loader.set_epoch(epoch)
+        for _ in loader:
+            pass
+    gc.collect()
+    rss, fds = _rss(), _fds()
+    for epoch in range(3, 23):
+        loader.set_epoch(epoch)
+        for _ in loader:
+            pass
+    gc.collect()
+    assert _fds() <= fds and not wait_no_threads()
+    assert _rss() - rss < 16 << 20, f"RSS grew by {(_rss() - rss) >> 20} MiB over 20 epochs"
