@@ -1,0 +1,69 @@
+"""recpack.Loader, run with the interpreter that has recpack installed (the orchestrator's own).
+
+    python benchmarks/peers/run_recpack.py pack --work W       # W/recpack: `recpack pack` output (seed 0)
+    python benchmarks/peers/run_recpack.py read --work W --mode decoded|raw [--variant V]
+
+decoded: ``Loader(transform="train", size=224, device="cpu", threads=--workers)`` (order "auto" unless
+--variant names one). raw: ``Loader(decode=False, transform=None, order="shard_shuffle" (or --variant),
+threads=--workers)``: the checked record bytes, shuffled, no decode.
+--variant ORDER[,run=N,interleave=N,window=N] sets the order and its shard_shuffle options.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, parser, read_list, timed_epochs  # noqa: E402
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    import recpack
+
+    out = args.data or args.work / "recpack"
+    if args.action == "pack":
+        from recpack.pack import PackOptions
+
+        recpack.pack(args.work / "images", out, PackOptions(seed=0, progress=False, overwrite=True))
+        return
+
+    import torch
+
+    # --variant ORDER[,run=N,interleave=N,window=N]: the order and its shard_shuffle options
+    order, *opts = (args.variant or "").split(",")
+    kw = {k: int(v) for k, v in (o.split("=") for o in opts)}
+    if args.mode == "decoded":
+        loader = recpack.Loader(out, batch_size=args.batch_size, seed=args.seed, transform="train", size=224,
+                                device="cpu", threads=args.workers, order=order or "auto", **kw)
+    else:
+        loader = recpack.Loader(out, batch_size=args.batch_size, seed=args.seed, decode=False, transform=None,
+                                device="cpu", threads=args.workers, order=order or "shard_shuffle", **kw)
+    n = args.limit or loader.table.n
+    total = len(read_list(args.work)) if (args.work / "list.tsv").exists() else loader.table.n
+
+    def epoch(e: int) -> tuple[int, int]:
+        loader.set_epoch(e)
+        images = 0
+        before = loader.stats["read_bytes"]
+        for batch in loader:
+            images += len(batch[0]) if args.mode == "raw" else batch[0].shape[0]
+            if images >= n:
+                break
+        return images, int(loader.stats["read_bytes"] - before)
+
+    def warmup() -> None:
+        loader.set_epoch(0)
+        for k, _ in enumerate(loader):
+            if k + 1 >= args.warmup:
+                break
+
+    res = timed_epochs(args, [out], epoch, warmup)
+    emit(f"recpack.Loader ({args.workers} threads, {loader.order})", args.mode,
+         f"recpack {recpack.__version__}, torch {torch.__version__}", res, order_reason=loader.order_reason,
+         records=total)
+
+
+if __name__ == "__main__":
+    main()
