@@ -13,8 +13,10 @@ Pipeline per epoch (threads only, no worker processes):
 
 1. **Order** (pure): the epoch's sample order from ``(dataset layout, seed, epoch)``, this rank's contiguous
    share of it, then fixed-size batches; samples are shuffled within each batch. See :mod:`recpack.order`.
-2. **Read** (one ``recpack-reader`` thread): a batch's records are sorted and coalesced into runs of
-   consecutive records, and each run is one large aligned positional read into the slot's reusable buffer.
+2. **Read** (one ``recpack-reader`` thread planning, ``io_threads`` reading): the epoch's order is cut into
+   *segments* — stretches of consecutive records of one shard, up to 8 MiB (32 MiB on HDD-like devices) —
+   and each segment is read once with one large aligned request, concurrently with the next, and kept until
+   every batch that needs it has been prepared.
 3. **Decode** (``threads`` ``recpack-decode`` threads, which release the GIL in libjpeg-turbo and torch):
    each record's CRCs are checked, then it is decoded (reduced-size when the crop allows), cropped, resized
    and flipped straight into the slot's preallocated (pinned) image tensor.
@@ -43,10 +45,10 @@ from .batch import Slot, SlotRing
 from .errors import CorruptRecord, DecodeError, FormatError, RecpackError
 from .format import decode_meta
 from .index import Manifest, locate, read_manifest
-from .order import ORDERS, Layout, choose_order, coalesce, rank_share
+from .order import ORDERS, Layout, is_hdd_like, order_for_probe, probe_latency, rank_share
 from .prefetch import Prefetcher, Stopped
 from .shard import ShardReader
-from .storage import LmdbRecords, ShardFiles, Table, read_into, record_payload
+from .storage import LmdbRecords, Segments, ShardFiles, Table, plan_segments, read_into, record_payload
 
 __all__ = ["Loader", "ORDER_NAMES", "TRANSFORMS"]
 
@@ -108,7 +110,12 @@ class Loader:
             it in ``stats`` and warn once per shard.
         decode: False yields (list of record bytes, labels) without decoding: raw-read throughput.
         run, interleave, window: shard_shuffle parameters (records per run, shards interleaved, runs a run
-            may move); see :func:`recpack.order.order_shard_shuffle`.
+            may move); see :func:`recpack.order.order_shard_shuffle`. ``run=None`` sizes runs by the device:
+            ~64 MiB of records on an HDD-like device (measured: slow or throttled random reads), 64 records
+            otherwise.
+        io_threads: concurrent reads (default 2; 4 for random order). Each read is one whole segment: a
+            stretch of the order holding consecutive records of one shard (up to 32 MiB on HDD-like devices,
+            8 MiB otherwise), read once however many batches it spans.
     """
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 256, *, shuffle: bool = True,
@@ -117,7 +124,8 @@ class Loader:
                  prefetch: int = 2, drop_last: bool = False, rank: int | None = None,
                  world_size: int | None = None, normalize: tuple[Any, Any] | None = None,
                  dtype: torch.dtype = torch.float32, output: str = "torch", on_error: str = "raise",
-                 decode: bool = True, run: int = 64, interleave: int = 4, window: int = 16) -> None:
+                 decode: bool = True, run: int | None = None, interleave: int = 4, window: int = 16,
+                 io_threads: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if order not in ORDER_NAMES:
@@ -149,7 +157,6 @@ class Loader:
         self.on_error = on_error
         self.output = output
         self.threads = threads or os.cpu_count() or 1
-        self.order_kw = {"run": run, "interleave": interleave, "window": window}
         self.shuffle = shuffle
 
         dist_rank, dist_world = _dist_rank_world()
@@ -174,20 +181,32 @@ class Loader:
             self._norm = (mean.to(self.device, dtype), std.to(self.device, dtype))
         self.dtype = dtype
 
+        lmdb = self.manifest.backend == "lmdb"
+        self.device_probe: dict[str, Any] | None = None
+        if not lmdb and ((shuffle and order == "auto") or (order in ("auto", "shard_shuffle") and run is None)):
+            self.device_probe = dict(probe_latency([os.path.join(self.path, e.name) for e in self.manifest.shards]))
+        hdd = self.device_probe is not None and is_hdd_like(self.device_probe)  # type: ignore[arg-type]
         if not shuffle:
             self.order, self.order_reason = "sequential", "shuffle=False"
         elif order != "auto":
             self.order, self.order_reason = order, "chosen by the caller"
-        elif self.manifest.backend == "lmdb":
+        elif lmdb:
             self.order, self.order_reason = "random", "LMDB backend: records are read through a memory map"
         else:
-            self.order, self.order_reason = choose_order(
-                [os.path.join(self.path, s.name) for s in self.manifest.shards])
+            assert self.device_probe is not None
+            self.order, self.order_reason = order_for_probe(
+                self.device_probe, [os.path.join(self.path, e.name) for e in self.manifest.shards])  # type: ignore[arg-type]
+        mean_len = float(self.table.length.mean()) if self.table.n else 1.0
+        if run is None:
+            run = max(64, math.ceil((64 << 20) / max(mean_len, 1.0))) if hdd else 64
+        self.order_kw = {"run": run, "interleave": interleave, "window": window}
+        self.segment_bytes = (32 << 20) if hdd else (8 << 20)
+        self.io_threads = io_threads or (4 if self.order == "random" else 2)
         self.layout = Layout(self.table.starts)
 
         self._epoch = 0
         self._next_batch = 0
-        self._share_cache: tuple[int, np.ndarray] | None = None
+        self._share_cache: tuple[int, np.ndarray, Segments] | None = None
         self._active: _Epoch | None = None
         self._lock = threading.Lock()
         self._warned: set[str] = set()
@@ -208,8 +227,9 @@ class Loader:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes of pinned/batch memory the pipeline holds: (prefetch + 2) x (images + labels + read buffer)."""
-        per = self.batch_size * 8 + self.batch_size * int(self.table.length.max(initial=0))
+        """Upper bound of the batch memory the pipeline holds: (prefetch + 2) x (images + labels + the batch's
+        record bytes + two partly used read segments)."""
+        per = self.batch_size * 8 + self.batch_size * int(self.table.length.max(initial=0)) + 2 * self.segment_bytes
         if self.decode:
             per += self.batch_size * 3 * self.size * self.size
         return (self.prefetch + 2) * per
@@ -246,21 +266,31 @@ class Loader:
         self._next_batch = int(state["batch"])
 
     # -- planning (pure) ---------------------------------------------------------------------------------------
-    def _share(self, epoch: int) -> np.ndarray:
-        if self._share_cache is None or self._share_cache[0] != epoch:
+    def _plan(self, epoch: int) -> tuple[np.ndarray, Segments]:
+        """This rank's order for ``epoch`` and its read segments (computed once per epoch)."""
+        cached = self._share_cache
+        if cached is None or cached[0] != epoch:
             order = ORDERS[self.order](self.layout, self.seed, epoch, **self.order_kw)
             share = rank_share(order, self.rank, self.world_size, epoch, drop_last=self.drop_last)
-            self._share_cache = (epoch, share)
-        return self._share_cache[1]
+            share = share[:len(self) * self.batch_size] if self.drop_last else share
+            cached = (epoch, share, plan_segments(share, self.table, self.segment_bytes))
+            self._share_cache = cached
+        return cached[1], cached[2]
+
+    def _share(self, epoch: int) -> np.ndarray:
+        return self._plan(epoch)[0]
+
+    def _batch_perm(self, epoch: int, b: int, n: int) -> np.ndarray | None:
+        if self.order == "sequential":
+            return None
+        return np.random.default_rng([self.seed, epoch, b, _TAG_BATCH_SHUFFLE]).permutation(n)
 
     def batch_ids(self, epoch: int, b: int) -> np.ndarray:
         """Global record ids of batch ``b`` of ``epoch`` for this rank, in delivery order (pure)."""
         share = self._share(epoch)
         ids = share[b * self.batch_size:(b + 1) * self.batch_size]
-        if self.order != "sequential":
-            rng = np.random.default_rng([self.seed, epoch, b, _TAG_BATCH_SHUFFLE])
-            ids = ids[rng.permutation(len(ids))]
-        return ids
+        perm = self._batch_perm(epoch, b, len(ids))
+        return ids if perm is None else ids[perm]
 
     def _params(self, epoch: int, b: int, ids: np.ndarray) -> np.ndarray | None:
         from .transforms import train_params, val_params
@@ -341,24 +371,30 @@ class _Epoch:
         self.lmdb = LmdbRecords(loader.path, loader.manifest.records) if lmdb else None
         self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(loader.threads,
                                                                   thread_name_prefix="recpack-decode")
+        self.io = ThreadPoolExecutor(loader.io_threads, thread_name_prefix="recpack-io")
+        self._cache: dict[int, tuple[np.ndarray, int]] = {}
         self._closed = False
         self.pf = Prefetcher(self._produce, range(start, len(loader)), self.ring, loader.prefetch)
 
     # reader thread ------------------------------------------------------------------------------------------
     def _produce(self, b: int, slot: Slot, stop: threading.Event) -> tuple[int, list[Future[Any]], Any]:
         L, t = self.L, self.L.table
-        ids = L.batch_ids(self.epoch, b)
+        share, segs = L._plan(self.epoch)
+        lo, hi = b * L.batch_size, min((b + 1) * L.batch_size, len(share))
+        pos_ids = share[lo:hi]
+        perm = L._batch_perm(self.epoch, b, hi - lo)
+        ids = pos_ids if perm is None else pos_ids[perm]
         n = len(ids)
         slot.labels[:n] = torch.from_numpy(t.label[ids])
         t0 = time.perf_counter()
         views: list[Any]
         if self.files is not None:
-            views = self._read(ids, slot, stop)
+            views = self._read(share, segs, lo, hi, stop)
+            if perm is not None:
+                views = [views[i] for i in perm.tolist()]
         else:
             views = [None] * n
         L.stats["read_s"] += time.perf_counter() - t0
-        if self.files is not None and b + 1 < len(L):
-            self._will_need(L.batch_ids(self.epoch, b + 1))
         assert self.pool is not None
         step = max(1, math.ceil(n / (L.threads * 4)))
         if not L.decode:  # CRC checks and copies run on the pool, overlapping the next batch's reads
@@ -370,51 +406,43 @@ class _Epoch:
                    for i in range(0, n, step)]
         return n, futures, None
 
-    def _spans(self, sorted_ids: np.ndarray) -> tuple[list[tuple[int, int, int]], np.ndarray, np.ndarray,
-                                                       np.ndarray]:
-        """Runs of a batch (sorted ids) and each run's first global id and byte span [begin, end)."""
-        t = self.L.table
-        runs = coalesce(sorted_ids, self.L.layout, max_gap=0 if self.L.order == "random" else 4)
-        firsts = np.array([int(t.starts[s]) + first for s, first, _ in runs], dtype=np.int64)
-        lasts = np.array([int(t.starts[s]) + first + count - 1 for s, first, count in runs], dtype=np.int64)
-        begin = t.offset[firsts].astype(np.int64)
-        end = t.offset[lasts].astype(np.int64) + t.length[lasts].astype(np.int64)
-        return runs, firsts, begin, end
-
-    def _will_need(self, ids: np.ndarray) -> None:
-        """Let the kernel start reading the next batch's runs while this one is decoded (POSIX only)."""
-        if self.L.order == "random" or self.files is None:
-            return  # thousands of tiny hints cost more than they save; random order relies on threads
-        runs, _, begin, end = self._spans(np.sort(ids))
-        for (s, _, _), a, b in zip(runs, begin.tolist(), end.tolist()):
-            self.files.will_need(s, a, b)
-
-    def _read(self, ids: np.ndarray, slot: Slot, stop: threading.Event) -> list[memoryview]:
-        """Read the batch's records with one aligned read per run; views into ``slot.buf`` in ``ids`` order."""
+    def _read_segment(self, share: np.ndarray, first_pos: int, end_pos: int) -> tuple[np.ndarray, int, int]:
+        """Read the records at positions [first_pos, end_pos) (consecutive records of one shard) with one
+        aligned request; returns (buffer, file offset that buffer byte 0 stands for, bytes read)."""
         t, files = self.L.table, self.files
         assert files is not None
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        runs, firsts, begin, end = self._spans(sorted_ids)
-        need = int((end - begin).sum()) + 2 * 4096 * len(runs)
-        if len(slot.buf) < need:
-            slot.buf = bytearray(need + need // 4)
-        at = 0
-        run_pos = np.empty(len(runs), dtype=np.int64)
-        for r, (s, _, _) in enumerate(runs):
+        a, z = int(share[first_pos]), int(share[end_pos - 1])
+        begin, end = int(t.offset[a]), int(t.offset[z]) + int(t.length[z])
+        buf = np.empty(end - begin + 2 * 4096, dtype=np.uint8)
+        pos, nread = read_into(files.file(int(t.shard[a])), buf, 0, begin, end)  # type: ignore[arg-type]
+        return buf, begin - pos, nread
+
+    def _read(self, share: np.ndarray, segs: Segments, lo: int, hi: int,
+              stop: threading.Event) -> list[memoryview]:
+        """Views of the records at positions [lo, hi), in position order. Segments not in the cache are read
+        whole (from the first position still needed), concurrently on the I/O pool, and kept until consumed."""
+        t = self.L.table
+        first, last = int(segs.of_pos[lo]), int(segs.of_pos[hi - 1])
+        for k in [k for k in self._cache if k < first]:  # fully consumed (positions only move forward)
+            del self._cache[k]
+        missing = [k for k in range(first, last + 1) if k not in self._cache]
+        futures = {k: self.io.submit(self._read_segment, share, max(int(segs.start[k]), lo), int(segs.start[k + 1]))
+                   for k in missing}
+        for k, f in futures.items():
             if stop.is_set():
+                for g in futures.values():
+                    g.cancel()
                 raise Stopped
-            pos, nread = read_into(files.file(s), slot.buf, at, int(begin[r]), int(end[r]))
-            run_pos[r] = pos
-            at += nread
-        self.L.stats["read_bytes"] += at
-        which = np.searchsorted(firsts, sorted_ids, side="right") - 1
-        starts = run_pos[which] + (t.offset[sorted_ids].astype(np.int64) - begin[which])
-        lengths = t.length[sorted_ids].astype(np.int64)
-        buf = memoryview(slot.buf)
-        views: list[memoryview] = [buf] * len(ids)
-        for k, (a, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
-            views[int(order[k])] = buf[a:a + n]
+            buf, base, nread = f.result()
+            self._cache[k] = (buf, base)
+            self.L.stats["read_bytes"] += nread
+        views: list[memoryview] = []
+        seg_of = segs.of_pos[lo:hi].tolist()
+        offsets = t.offset[share[lo:hi]].astype(np.int64).tolist()
+        lengths = t.length[share[lo:hi]].astype(np.int64).tolist()
+        for k, off, ln in zip(seg_of, offsets, lengths):
+            buf, base = self._cache[k]
+            views.append(memoryview(buf)[off - base:off - base + ln])  # type: ignore[arg-type]
         return views
 
     def _where(self, gid: int) -> tuple[str, int]:
@@ -564,6 +592,8 @@ class _Epoch:
                 f.cancel()
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+        self.io.shutdown(wait=True, cancel_futures=True)
+        self._cache.clear()
         for _, slot, _ in left:
             self.ring.release(slot)
         if self.files is not None:

@@ -38,6 +38,9 @@ __all__ = [
     "ORDERS",
     "SHARD_SHUFFLE_DEFAULTS",
     "HDD_P50_MS",
+    "HDD_MAX_IOPS",
+    "is_hdd_like",
+    "order_for_probe",
     "ProbeResult",
     "order_sequential",
     "order_random",
@@ -60,6 +63,10 @@ SHARD_SHUFFLE_DEFAULTS: dict[str, int] = {"run": 64, "interleave": 4, "window": 
 #: storage as a rotating disk. NVMe/SATA SSDs measure ~0.05-0.3 ms, network block devices ~0.5-1.5 ms,
 #: 7200 rpm disks 4-15 ms (seek + half a rotation).
 HDD_P50_MS = 2.0
+#: Random reads per second below which a device counts as HDD-like. Throttled and shared devices (cgroup
+#: limits, cloud volumes) answer the first reads of a burst fast and then slow down, so rate over a run of
+#: reads is checked as well as the median latency.
+HDD_MAX_IOPS = 1000.0
 
 # Purpose tags mixed into the seed, so the streams for different purposes are independent.
 _TAG_RANDOM = 1
@@ -348,6 +355,7 @@ class ProbeResult(TypedDict):
     reads: int
     cold: str
     cached: int
+    iops: float
 
 
 # Page-cache folios can be up to 2 MiB (PMD size) and are aligned to their size; POSIX_FADV_DONTNEED skips a
@@ -367,7 +375,7 @@ def _still_cached(fd: int, off: int, size: int) -> bool:
         return False
 
 
-def probe_latency(paths: Sequence[str | os.PathLike[str]], reads: int = 24, size: int = 4096,
+def probe_latency(paths: Sequence[str | os.PathLike[str]], reads: int = 64, size: int = 4096,
                   seed: int = 0) -> ProbeResult:
     """Time ``reads`` random ``size``-byte reads at random ``size``-aligned offsets spread over the files
     (at most ``reads`` of them, picked at random, each opened once).
@@ -376,9 +384,11 @@ def probe_latency(paths: Sequence[str | os.PathLike[str]], reads: int = 24, size
     aligned 2 MiB around each read is dropped with POSIX_FADV_DONTNEED just before it, so the read goes to
     the device; no root needed (dirty pages cannot be dropped, so files are fsynced first). Elsewhere the
     reads are plain and may hit the page cache (``cold="none"``). One thread, queue depth 1: this is
-    per-read latency. Empty or unreadable files are skipped; with nothing to read, ``reads`` is 0 and the
-    times are NaN. Cost: ``reads`` x latency (~0.2 s on a 7200 rpm disk at the default 24); it evicts up to
-    ``reads`` x 2 MiB of these files from the page cache.
+    per-read latency, and ``iops`` is reads per second over the whole run (a throttled device passes a
+    first burst quickly, so the rate shows what latency alone hides). Empty or unreadable files are skipped;
+    with nothing to read, ``reads`` is 0 and the times are NaN. Cost: ``reads`` x latency (~0.6 s on a
+    7200 rpm disk at the default 64, ~10 ms on an SSD); it evicts up to ``reads`` x 2 MiB of these files from
+    the page cache.
     """
     reads = _int_arg("reads", reads, 1, "probe at least one read")
     size = _int_arg("size", size, 1, "use a positive read size in bytes")
@@ -410,7 +420,9 @@ def probe_latency(paths: Sequence[str | os.PathLike[str]], reads: int = 24, size
                 except OSError:
                     pass
         if not fds:
-            return {"p50_ms": math.nan, "p90_ms": math.nan, "reads": 0, "cold": cold, "cached": 0}
+            return {"p50_ms": math.nan, "p90_ms": math.nan, "reads": 0, "cold": cold, "cached": 0,
+                    "iops": math.nan}
+        start = time.perf_counter()
         for _ in range(reads):
             fd, fsize = fds[int(rng.integers(len(fds)))]
             off = int(rng.integers(max(fsize // size, 1))) * size
@@ -427,13 +439,20 @@ def probe_latency(paths: Sequence[str | os.PathLike[str]], reads: int = 24, size
                 os.lseek(fd, off, os.SEEK_SET)
                 os.read(fd, size)
             times.append((time.perf_counter() - t0) * 1e3)
+        elapsed = time.perf_counter() - start
     finally:
         for fd, _ in fds:
             os.close(fd)
     ms = sorted(times)
     p90 = ms[min(len(ms) - 1, math.ceil(0.9 * len(ms)) - 1)]
     return {"p50_ms": float(statistics.median(ms)), "p90_ms": float(p90), "reads": len(ms), "cold": cold,
-            "cached": cached}
+            "cached": cached, "iops": len(ms) / max(elapsed, 1e-9)}
+
+
+def is_hdd_like(probe: ProbeResult) -> bool:
+    """True when the probe looks like a rotating, throttled or network disk: median cold random read above
+    :data:`HDD_P50_MS` or fewer than :data:`HDD_MAX_IOPS` random reads per second."""
+    return probe["reads"] > 0 and (probe["p50_ms"] > HDD_P50_MS or probe["iops"] < HDD_MAX_IOPS)
 
 
 def _rotational_hint(path: str | os.PathLike[str]) -> str | None:
@@ -460,16 +479,22 @@ def choose_order(paths: Sequence[str | os.PathLike[str]]) -> tuple[str, str]:
     safe everywhere. The reason states the measured numbers. Cost: one :func:`probe_latency` (~0.2 s on HDD).
     """
     probe = probe_latency(paths)
+    return order_for_probe(probe, paths)
+
+
+def order_for_probe(probe: ProbeResult, paths: Sequence[str | os.PathLike[str]] = ()) -> tuple[str, str]:
+    """``(order, reason)`` from an existing :func:`probe_latency` result (see :func:`choose_order`)."""
     rot = _rotational_hint(paths[0]) if paths else None
     rot_note = f"; kernel rotational flag {rot} (not used: virtual disks often set it wrongly)" if rot else ""
     if probe["reads"] == 0:
         return "shard_shuffle", "no readable data to probe; shard_shuffle is safe on any storage" + rot_note
-    measured = (f"median cold 4 KiB random read {probe['p50_ms']:.3f} ms, p90 {probe['p90_ms']:.3f} ms over "
-                f"{probe['reads']} reads (cache dropped: {probe['cold']}, still cached: {probe['cached']})")
-    if probe["p50_ms"] > HDD_P50_MS:
-        return "shard_shuffle", (f"{measured} > {HDD_P50_MS} ms: looks like a rotating or network disk, so "
-                                 f"reads must be large and sequential{rot_note}")
+    measured = (f"median cold 4 KiB random read {probe['p50_ms']:.3f} ms, p90 {probe['p90_ms']:.3f} ms, "
+                f"{probe['iops']:.0f} reads/s over {probe['reads']} reads (cache dropped: {probe['cold']}, "
+                f"still cached: {probe['cached']})")
+    if is_hdd_like(probe):
+        return "shard_shuffle", (f"{measured}: above {HDD_P50_MS} ms or below {HDD_MAX_IOPS:.0f} reads/s, "
+                                 "like a rotating, throttled or network disk, so reads must be large and "
+                                 f"sequential{rot_note}")
     caveat = ("" if probe["cold"] == "fadvise" and probe["cached"] * 2 <= probe["reads"]
               else " (reads hit the page cache, so the device itself was not measured)")
-    return "random", (f"{measured} <= {HDD_P50_MS} ms: random reads are cheap here (SSD/NVMe or cached)"
-                      f"{caveat}{rot_note}")
+    return "random", (f"{measured}: random reads are cheap here (SSD/NVMe or cached){caveat}{rot_note}")

@@ -25,7 +25,7 @@ from .errors import CorruptRecord, FormatError
 from .format import ALIGN, RECORD_HEADER_SIZE, check_payload, decode_record_header
 from .index import Manifest
 
-__all__ = ["Table", "ShardFiles", "LmdbRecords", "record_payload", "read_into"]
+__all__ = ["Table", "ShardFiles", "LmdbRecords", "Segments", "plan_segments", "record_payload", "read_into"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,40 @@ class Table:
         return cls(starts, np.repeat(np.arange(len(tables), dtype=np.int32), counts),
                    cat["offset"].astype(np.uint64), cat["length"].astype(np.uint32),
                    cat["label"].astype(np.int64), cat["width"].astype(np.uint32), cat["height"].astype(np.uint32))
+
+
+@dataclass(frozen=True)
+class Segments:
+    """The read plan of one epoch: maximal stretches of an order in which consecutive positions hold
+    consecutive records of one shard (so the stretch is one contiguous byte range), capped in bytes.
+
+    ``start[k]`` is the first order position of segment k (``start[-1] == len(order)``); ``of_pos[p]`` is the
+    segment of position p. Each segment is read with one request, once, however many batches it spans."""
+
+    start: np.ndarray  # int64 (segments + 1,)
+    of_pos: np.ndarray  # int64 (positions,)
+
+    @property
+    def count(self) -> int:
+        return len(self.start) - 1
+
+
+def plan_segments(order: np.ndarray, table: Table, max_bytes: int) -> Segments:
+    """Cut ``order`` (global ids) into segments; vectorised, ~10 ns per position."""
+    n = len(order)
+    if n == 0:
+        return Segments(np.zeros(1, np.int64), np.zeros(0, np.int64))
+    shard = table.shard[order]
+    follows = (np.diff(order) == 1) & (shard[1:] == shard[:-1])
+    brk = np.concatenate([[True], ~follows])
+    run_id = np.cumsum(brk) - 1
+    lengths = table.length[order].astype(np.int64)
+    cum = np.cumsum(lengths)
+    run_base = (cum - lengths)[brk][run_id]  # bytes before the stretch this position belongs to
+    piece = (cum - lengths - run_base) // max(1, max_bytes)  # cap: a new segment every max_bytes
+    brk |= np.concatenate([[False], (piece[1:] != piece[:-1]) & follows])
+    starts = np.concatenate([np.nonzero(brk)[0], [n]]).astype(np.int64)
+    return Segments(starts, (np.cumsum(brk) - 1).astype(np.int64))
 
 
 def _advise(fd: int, advice: str, offset: int = 0, length: int = 0) -> None:

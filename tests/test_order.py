@@ -45,7 +45,8 @@ def run_lengths(o: np.ndarray) -> np.ndarray:
 def test_public_names() -> None:
     assert set(O.__all__) == {"Layout", "ORDERS", "SHARD_SHUFFLE_DEFAULTS", "HDD_P50_MS", "ProbeResult",
                               "order_sequential", "order_random", "order_shard_shuffle", "rank_share",
-                              "batch_bounds", "batch_slice", "coalesce", "probe_latency", "choose_order"}
+                              "batch_bounds", "batch_slice", "coalesce", "probe_latency", "choose_order",
+                              "HDD_MAX_IOPS", "is_hdd_like", "order_for_probe"}
     assert set(ORDERS) == {"sequential", "shard_shuffle", "random"}
 
 
@@ -287,3 +288,14 @@ def test_probe_and_choose(tmp_path: os.PathLike[str]) -> None:
         with open(many[-1], "wb") as f:
             f.write(b"x" * 5000)
     assert probe_latency(many, reads=3)["reads"] == 3
+
+
+def test_hdd_like_from_latency_or_rate() -> None:
+    from recpack.order import is_hdd_like, order_for_probe
+
+    fast = {"p50_ms": 0.05, "p90_ms": 0.1, "reads": 64, "cold": "fadvise", "cached": 0, "iops": 15000.0}
+    slow = {**fast, "p50_ms": 8.0, "iops": 120.0}
+    throttled = {**fast, "iops": 130.0}  # quick first burst, then rate-limited
+    assert not is_hdd_like(fast) and is_hdd_like(slow) and is_hdd_like(throttled)  # type: ignore[arg-type]
+    assert order_for_probe(throttled)[0] == "shard_shuffle"  # type: ignore[arg-type]
+    assert order_for_probe(fast)[0] == "random"  # type: ignore[arg-type]
