@@ -108,12 +108,13 @@ class Loader:
         on_error: "raise" (default): a corrupt record raises :class:`CorruptRecord` naming shard, offset and
             key, an undecodable image :class:`DecodeError`; "skip": skip it (the batch is one shorter), count
             it in ``stats`` and warn once per shard.
-        decode: False yields (list of record bytes, labels) without decoding: raw-read throughput.
+        decode: False yields (list of the stored image bytes, labels) without decoding: raw-read throughput.
+            Items are zero-copy, CRC-checked ``memoryview`` s into read buffers (``bytes(x)`` copies one out).
         run, interleave, window: shard_shuffle parameters (records per run, shards interleaved, runs a run
             may move); see :func:`recpack.order.order_shard_shuffle`. ``run=None`` sizes runs by the device:
             ~64 MiB of records on an HDD-like device (measured: slow or throttled random reads), 64 records
             otherwise.
-        io_threads: concurrent reads (default 2; 4 for random order). Each read is one whole segment: a
+        io_threads: concurrent reads (default 4; 2 on HDD-like devices). Each read is one whole segment: a
             stretch of the order holding consecutive records of one shard (up to 32 MiB on HDD-like devices,
             8 MiB otherwise), read once however many batches it spans.
     """
@@ -201,7 +202,9 @@ class Loader:
             run = max(64, math.ceil((64 << 20) / max(mean_len, 1.0))) if hdd else 64
         self.order_kw = {"run": run, "interleave": interleave, "window": window}
         self.segment_bytes = (32 << 20) if hdd else (8 << 20)
-        self.io_threads = io_threads or (4 if self.order == "random" else 2)
+        # concurrent whole-segment reads: 2 keep an HDD streaming without making it seek between many
+        # streams; fast devices (SSD, NVMe, network) want a deeper queue
+        self.io_threads = io_threads or (2 if hdd else 4)
         self.layout = Layout(self.table.starts)
 
         self._epoch = 0
@@ -458,10 +461,12 @@ class _Epoch:
         return record_payload(view, shard, offset)
 
     def _raw(self, ids: np.ndarray, views: list[Any]) -> list[Any]:
+        """Checked image bytes. Shard records are zero-copy memoryviews: every segment is read into a fresh
+        buffer that is never reused, so a view stays valid for as long as the caller keeps it."""
         out: list[Any] = []
         for gid, view in zip(ids.tolist(), views):
             try:
-                out.append(bytes(self._payload(gid, view)))
+                out.append(self._payload(gid, view))
             except CorruptRecord as exc:
                 out.append(exc)
         return out
