@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 import numpy as np
 
+from .closing import Closing
 from .errors import CorruptRecord, FormatError
 from .format import TABLE_DTYPE
 from .index import Manifest, locate, read_manifest
@@ -23,7 +24,7 @@ __all__ = ["Dataset", "open", "Record"]
 _ON_ERROR = ("raise", "skip")
 
 
-class Dataset:
+class Dataset(Closing):
     """A packed dataset. Open with :func:`recpack.open`; close with ``close()`` or a ``with`` block.
 
     Attributes: ``path`` (folder), ``manifest``, ``classes`` (names by label), ``stats`` (dict of counters:
@@ -154,11 +155,6 @@ class Dataset:
             self._lmdb.close()
             self._lmdb = None
 
-    def __enter__(self) -> Dataset:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"<recpack.Dataset {self.path!r}: {len(self)} records, {len(self.manifest.shards)} shards, "

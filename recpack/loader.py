@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from .batch import Slot, SlotRing
+from .closing import Closing
 from .errors import CorruptRecord, DecodeError, FormatError, RecpackError
 from .format import decode_meta
 from .index import Manifest, locate, read_manifest
@@ -81,7 +82,7 @@ def _load_table(folder: str, manifest: Manifest) -> Table:
     return Table.from_tables(tables)
 
 
-class Loader:
+class Loader(Closing):
     """Batches of decoded images (or raw records) from a recpack dataset, prepared ahead on threads.
 
     Args:
@@ -331,17 +332,6 @@ class Loader:
         if run is not None:
             run.close()
 
-    def __enter__(self) -> Loader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return (f"<recpack.Loader {self.path!r}: {self.table.n} records, {len(self)} batches of "
@@ -359,7 +349,7 @@ class Loader:
                           stacklevel=4)
 
 
-class _Epoch:
+class _Epoch(Closing):
     """One pass over the batches of an epoch: owns the slot ring, decode pool, open files and reader thread."""
 
     def __init__(self, loader: Loader, epoch: int, start: int) -> None:
@@ -606,8 +596,3 @@ class _Epoch:
         if self.lmdb is not None:
             self.lmdb.close()
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

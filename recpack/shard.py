@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 
 from .fileio import pread
+from .closing import Closing
 from .errors import CorruptRecord, CorruptShard, FormatError
 from .format import (
     ALIGN,
@@ -227,7 +228,7 @@ class _Sequential:
         self._f.close()
 
 
-class ShardReader:
+class ShardReader(Closing):
     """Random and sequential access to one shard. Opening reads and checks the header and footer table.
 
     ``table`` is the footer as a numpy array of TABLE_DTYPE (32 bytes per record)."""
@@ -290,17 +291,6 @@ class ShardReader:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> ShardReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def scan_records(path: str, start: int = DATA_OFFSET, end: int | None = None
