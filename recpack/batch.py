@@ -6,14 +6,15 @@ using. Slots are pinned (page-locked) when CUDA is available, so ``copy_(non_blo
 that overlaps with compute; a CUDA event recorded after each copy guards the slot against being refilled
 before the copy has finished.
 
-Memory (stated, constant across epochs): ``(prefetch + 2) x (batch_size x 3 x size x size bytes + read buffer)``.
+Memory (stated, constant across epochs): ``(prefetch + 2) x batch_size x (3 x size x size + 8)`` bytes here,
+plus the read segments the batches in flight refer to (see :attr:`recpack.Loader.memory_bytes`).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,12 +29,11 @@ class Slot:
     index: int
     images: torch.Tensor | None  # (B, 3, S, S) uint8, or None when records are not decoded
     labels: torch.Tensor  # (B,) int64
-    buf: bytearray = field(default_factory=bytearray)  # raw record bytes of the batch (reused)
     event: Any = None  # torch.cuda.Event recorded after the device copy that reads this slot
 
     @property
     def nbytes(self) -> int:
-        n = self.labels.numel() * 8 + len(self.buf)
+        n = self.labels.numel() * 8
         if self.images is not None:
             n += self.images.numel() * self.images.element_size()
         return n
@@ -76,5 +76,5 @@ class SlotRing:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by all slots (images, labels, read buffers)."""
+        """Bytes held by all slots (images and labels)."""
         return sum(s.nbytes for s in self.slots)

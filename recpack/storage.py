@@ -1,14 +1,15 @@
-"""Raw record bytes from a dataset: large aligned sequential reads of runs of records, or one ``pread`` per
-record when the order is truly random. No decoding happens here.
+"""Raw record bytes from a dataset: large aligned reads of *segments* (consecutive records of one shard), which
+are single records when the order is truly random. No decoding happens here.
 
-A *run* is (shard, first local index, count): records stored back to back. Reading a run is one positional
-read of the whole span, widened to 4096-byte boundaries (the layout aligns the data region for this), into a
-caller-owned buffer that is reused batch after batch. Records are then handed out as memoryviews into that
-buffer together with the checks that make them safe to use (:func:`record_payload`).
+Reading a segment is one positional read of its whole span, widened to 4096-byte boundaries (the layout
+aligns the data region for this), into a buffer; records are handed out as memoryviews into it together with
+the checks that make them safe to use (:func:`record_payload`). :func:`plan_segments` cuts an epoch's order
+into segments.
 
 Cache hints: ``POSIX_FADV_SEQUENTIAL`` for run-based orders (bigger kernel readahead), ``POSIX_FADV_RANDOM``
-for random order (no readahead wasted on bytes nobody asked for), ``POSIX_FADV_WILLNEED`` for the runs of the
-next batch, so the kernel reads ahead while the current batch decodes.
+for random order (no readahead wasted on bytes nobody asked for). ``POSIX_FADV_WILLNEED`` was measured and
+dropped: the kernel issues it in 2 MiB chunks, which on a throttled HDD wastes a request per chunk; the
+loader gets its read-ahead from concurrent whole-segment reads instead.
 """
 
 from __future__ import annotations
@@ -179,10 +180,6 @@ class ShardFiles:
                     _advise(f.fd, "RANDOM" if self.pattern == "random" else "SEQUENTIAL")
                     self._files[s] = f
         return f
-
-    def will_need(self, s: int, start: int, end: int) -> None:
-        """Ask the kernel to start reading [start, end) of shard ``s`` now (asynchronous)."""
-        _advise(self.file(s).fd, "WILLNEED", start, end - start)
 
     def close(self) -> None:
         with self._lock:
