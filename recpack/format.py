@@ -55,6 +55,7 @@ __all__ = [
     "unpack_header",
     "encode_record",
     "decode_record_header",
+    "split_record",
     "decode_meta",
     "check_payload",
     "table_row",
@@ -232,6 +233,27 @@ def decode_record_header(buf: bytes | memoryview, shard: str, offset: int) -> tu
     if meta_len > MAX_META_BYTES or data_len > MAX_DATA_BYTES:
         raise CorruptRecord(f"record lengths out of bounds (meta {meta_len}, data {data_len})", shard, offset)
     return meta_len, data_len, payload_crc
+
+
+def split_record(buf: memoryview, shard: str, offset: int, length: int | None = None
+                 ) -> tuple[memoryview, memoryview, int]:
+    """Check the record at the start of ``buf`` — header CRC, bounds, payload CRC — and return its
+    (meta, data) views and total length. With ``length`` (from the footer table) the record must be exactly
+    that long. Raises :class:`CorruptRecord` naming shard and offset (and the key when readable)."""
+    meta_len, data_len, payload_crc = decode_record_header(buf[:RECORD_HEADER_SIZE], shard, offset)
+    end = RECORD_HEADER_SIZE + meta_len + data_len
+    if end > len(buf):
+        if length is not None:
+            raise CorruptRecord(f"record length {end} disagrees with the footer table ({length})", shard, offset)
+        raise CorruptRecord(f"record runs past the end of its region ({end} > {len(buf)} bytes); truncated",
+                            shard, offset)
+    meta = buf[RECORD_HEADER_SIZE:RECORD_HEADER_SIZE + meta_len]
+    data = buf[RECORD_HEADER_SIZE + meta_len:end]
+    check_payload(meta, data, payload_crc, shard, offset)
+    if length is not None and end != length:
+        raise CorruptRecord(f"record length {end} disagrees with the footer table ({length})", shard, offset,
+                            _try_key(meta))
+    return meta, data, end
 
 
 def check_payload(meta: memoryview | bytes, data: memoryview | bytes, payload_crc: int,

@@ -27,12 +27,12 @@ from .format import (
     TABLE_DTYPE,
     ShardHeader,
     align_up,
-    check_payload,
     crc32c,
     crc32c_combine,
     decode_meta,
     decode_record_header,
     pack_header,
+    split_record,
     unpack_header,
 )
 
@@ -64,18 +64,12 @@ class Record(NamedTuple):
     data: bytes
 
 
-def parse_record(buf: memoryview, shard: str, offset: int) -> tuple[Record, int]:
-    """Parse and fully check the record at the start of ``buf``; returns it and its total length.
+def parse_record(buf: memoryview, shard: str, offset: int, length: int | None = None) -> tuple[Record, int]:
+    """Parse and fully check the record at the start of ``buf``; returns it and its total length. With
+    ``length`` (from the footer table) the record must be exactly that long.
 
     Raises :class:`CorruptRecord` (naming shard and offset) on any damage or truncation."""
-    meta_len, data_len, payload_crc = decode_record_header(buf[:RECORD_HEADER_SIZE], shard, offset)
-    end = RECORD_HEADER_SIZE + meta_len + data_len
-    if end > len(buf):
-        raise CorruptRecord(f"record runs past the end of its region ({end} > {len(buf)} bytes); truncated",
-                            shard, offset)
-    meta_b = buf[RECORD_HEADER_SIZE:RECORD_HEADER_SIZE + meta_len]
-    data_b = buf[RECORD_HEADER_SIZE + meta_len:end]
-    check_payload(meta_b, data_b, payload_crc, shard, offset)
+    meta_b, data_b, end = split_record(buf, shard, offset, length)
     meta = decode_meta(meta_b, shard, offset)
     label = meta.get("label")
     if isinstance(label, list):
@@ -263,12 +257,7 @@ class ShardReader(Closing):
         """Record ``j`` of this shard (one pread, fully checked)."""
         offset = int(self.table["offset"][j])
         length = int(self.table["length"][j])
-        buf = pread(self.fd, length, offset)
-        rec, used = parse_record(memoryview(buf), self.path, offset)
-        if used != length:
-            raise CorruptRecord(f"record length {used} disagrees with the footer table ({length})",
-                                self.path, offset, rec.key)
-        return rec
+        return parse_record(memoryview(pread(self.fd, length, offset)), self.path, offset, length)[0]
 
     def iter_sequential(self) -> Iterator[tuple[int, Record | CorruptRecord]]:
         """Every record in file order via large sequential reads: (index, record or the error)."""
@@ -276,10 +265,7 @@ class ShardReader(Closing):
         for j, (offset, length) in enumerate(zip(self.table["offset"].tolist(), self.table["length"].tolist())):
             view = seq.get(offset, offset + length)
             try:
-                rec, used = parse_record(view, self.path, offset)
-                if used != length:
-                    raise CorruptRecord(f"record length {used} disagrees with the footer table ({length})",
-                                        self.path, offset, rec.key)
+                rec, _ = parse_record(view, self.path, offset, length)
             except CorruptRecord as exc:
                 yield j, exc
             else:
@@ -422,8 +408,11 @@ def check_shard(path: str, decode: Callable[[Record], None] | None = None,
                 progress(offset - done)
                 done = offset
         result.bytes = os.path.getsize(path)
-        with open(path, "rb") as f:
-            result.crc32c = _file_crc(f)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            result.crc32c = _fd_crc(fd, result.bytes)
+        finally:
+            os.close(fd)
         return result
 
     with reader:
@@ -438,10 +427,7 @@ def check_shard(path: str, decode: Callable[[Record], None] | None = None,
             prev_end = offset + length
             view = seq.get(offset, offset + length)
             try:
-                rec, used = parse_record(view, name, offset)
-                if used != length:
-                    raise CorruptRecord(f"record length {used} disagrees with the footer table ({length})",
-                                        name, offset, rec.key)
+                rec, _ = parse_record(view, name, offset, length)
             except CorruptRecord as exc:
                 report(offset, exc.key, _msg(exc))
             else:
@@ -485,13 +471,6 @@ def _msg(exc: FormatError) -> str:
     text = str(exc)
     prefix = f"{exc.path} @ offset {exc.offset}: "
     return text[len(prefix):] if text.startswith(prefix) else text
-
-
-def _file_crc(f: BinaryIO) -> int:
-    crc = 0
-    while piece := f.read(CHUNK_BYTES):
-        crc = crc32c(piece, crc)
-    return crc
 
 
 def _fd_crc(fd: int, size: int) -> int:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CorruptRecord, FormatError
-from .format import ALIGN, RECORD_HEADER_SIZE, check_payload, decode_record_header
+from .errors import FormatError
+from .format import ALIGN, split_record
 from .index import Manifest
 
 __all__ = ["Table", "ShardFiles", "LmdbRecords", "Segments", "plan_segments", "record_payload", "read_into"]
@@ -147,17 +147,10 @@ def read_into(f: _File, buf: bytearray, at: int, start: int, end: int) -> tuple[
 
 
 def record_payload(view: memoryview, shard: str, offset: int) -> memoryview:
-    """Check one record in ``view`` (header CRC, bounds, payload CRC) and return its image bytes as a view.
-
-    Skips decoding the msgpack metadata: the loader takes labels and sizes from the footer table."""
-    meta_len, data_len, payload_crc = decode_record_header(view[:RECORD_HEADER_SIZE], shard, offset)
-    end = RECORD_HEADER_SIZE + meta_len + data_len
-    if end != len(view):
-        raise CorruptRecord(f"record length {end} disagrees with the footer table ({len(view)})", shard, offset)
-    meta = view[RECORD_HEADER_SIZE:RECORD_HEADER_SIZE + meta_len]
-    data = view[RECORD_HEADER_SIZE + meta_len:end]
-    check_payload(meta, data, payload_crc, shard, offset)
-    return data
+    """Check one record in ``view`` (header CRC, bounds, payload CRC, length as in the footer table) and
+    return its image bytes as a view. Skips decoding the msgpack metadata: the loader takes labels and sizes
+    from the footer table."""
+    return split_record(view, shard, offset, len(view))[1]
 
 
 class ShardFiles:
