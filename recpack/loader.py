@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from .batch import Slot, SlotRing
+from .decode import decode_rgb
 from .closing import Closing
 from .errors import CorruptRecord, DecodeError, FormatError, RecpackError
 from .format import decode_meta
@@ -49,6 +50,7 @@ from .index import Manifest, locate, read_manifest
 from .order import ORDERS, Layout, is_hdd_like, order_for_probe, probe_latency, rank_share
 from .prefetch import Prefetcher, Stopped
 from .shard import ShardReader
+from .transforms import apply_user_transform, decode_crop_resize, train_params, val_params
 from .storage import LmdbRecords, Segments, ShardFiles, Table, plan_segments, read_into, record_payload
 
 __all__ = ["Loader", "ORDER_NAMES", "TRANSFORMS"]
@@ -297,8 +299,6 @@ class Loader(Closing):
         return ids if perm is None else ids[perm]
 
     def _params(self, epoch: int, b: int, ids: np.ndarray) -> np.ndarray | None:
-        from .transforms import train_params, val_params
-
         w, h = self.table.width[ids], self.table.height[ids]
         if self.transform == "train":
             rng = np.random.default_rng([self.seed, epoch, b, _TAG_PARAMS])
@@ -464,9 +464,6 @@ class _Epoch(Closing):
     # decode threads -----------------------------------------------------------------------------------------
     def _decode(self, images: torch.Tensor, ids: np.ndarray, views: list[Any], params: np.ndarray | None,
                 first: int) -> tuple[list[tuple[int, int, RecpackError]], float]:
-        from .decode import decode_rgb
-        from .transforms import apply_user_transform, decode_crop_resize
-
         t0 = time.perf_counter()
         errors: list[tuple[int, int, RecpackError]] = []
         fn = self.L.transform

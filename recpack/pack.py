@@ -38,7 +38,7 @@ from .format import FORMAT_VERSION, SHARD_SUFFIX, encode_record, table_row
 from .imaging import ImageOptions, prepare, read_source
 from .index import MANIFEST_NAME, Manifest, ShardEntry, atomic_write, read_manifest, write_manifest
 from .shard import ShardInfo, ShardWriter, confirm_written
-from .sources import Source, SourceItem, scan
+from .sources import IMAGE_EXTENSIONS, Source, SourceItem, scan
 
 __all__ = [
     "DEFAULT_SHARD_SIZE",
@@ -192,7 +192,7 @@ class _Plan:
 def _make_plan(src: str, root: str | None, opts: PackOptions) -> _Plan:
     source = scan(src, root)
     if not source.items:
-        raise PackError(f"{src}: no images found (looked for {', '.join(sorted(_exts()))}); "
+        raise PackError(f"{src}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}); "
                         "pass an ImageFolder tree, a .lst file or a list of image paths")
     order = shuffle_order([it.key for it in source.items], opts.seed)
     stats = [_stat(source.items[i].path) for i in order]
@@ -206,11 +206,6 @@ def _make_plan(src: str, root: str | None, opts: PackOptions) -> _Plan:
                              it.id, *stats[pos]]).encode())
     h.update(json.dumps([len(s) for s in shards]).encode())
     return _Plan(source, order, shards, sizes, h.hexdigest(), int(sizes.sum()))
-
-
-def _exts() -> set[str]:
-    from .sources import IMAGE_EXTENSIONS
-    return set(IMAGE_EXTENSIONS)
 
 
 def _json_label(label: Any) -> Any:
