@@ -147,3 +147,16 @@ def pil_decode(data: bytes) -> Any:
 def raw_collate(batch: list[Any]) -> list[Any]:
     """Keep record bytes as a list (torch's default collate cannot stack variable-length bytes)."""
     return batch
+
+
+def count_batches(batches: Iterable[Any], decoded: bool) -> tuple[int, int]:
+    """(images, record bytes) of one pass over DataLoader ``batches``: decoded batches are (images, labels)
+    tensors; raw batches are lists of (bytes, label) from :func:`raw_collate` (bytes counted; 0 if decoded)."""
+    images = nbytes = 0
+    for batch in batches:
+        if decoded:
+            images += batch[0].shape[0]
+        else:
+            images += len(batch)
+            nbytes += sum(len(b) for b, _ in batch)
+    return images, nbytes

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, parser, pil_decode, pil_train_transform, raw_collate, read_list, timed_epochs  # noqa: E402
+from _common import count_batches, emit, parser, pil_decode, pil_train_transform, raw_collate, read_list, timed_epochs  # noqa: E402
 
 
 class LmdbImages:
@@ -84,13 +84,7 @@ def main() -> None:
                           num_workers=args.workers, collate_fn=None if args.mode == "decoded" else raw_collate)
 
     def epoch(_: int) -> tuple[int, int]:
-        images = nbytes = 0
-        for batch in make():
-            if args.mode == "decoded":
-                images += batch[0].shape[0]
-            else:
-                images += len(batch)
-                nbytes += sum(len(b) for b, _ in batch)
+        images, nbytes = count_batches(make(), args.mode == "decoded")
         return images, nbytes if nbytes else int(value_bytes * images / total)
 
     def warmup() -> None:

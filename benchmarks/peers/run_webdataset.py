@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dir_bytes, emit, parser, pil_train_transform, raw_collate, read_list, timed_epochs  # noqa: E402
+from _common import count_batches, dir_bytes, emit, parser, pil_train_transform, raw_collate, read_list, timed_epochs  # noqa: E402
 
 PER_SHARD = 1000
 SHUFFLE_BUFFER = 1000
@@ -57,13 +57,7 @@ def main() -> None:
         return wds.WebLoader(ds, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate)
 
     def epoch(e: int) -> tuple[int, int]:
-        images = nbytes = 0
-        for batch in make(e):
-            if args.mode == "decoded":
-                images += batch[0].shape[0]
-            else:
-                images += len(batch)
-                nbytes += sum(len(b) for b, _ in batch)
+        images, nbytes = count_batches(make(e), args.mode == "decoded")
         # decoded: the tar bytes streamed (every shard is read whole)
         return images, nbytes if nbytes else int(shard_bytes * images / total)
 
