@@ -229,6 +229,15 @@ def demo(images: int, size: str, workdir: str | None, workers: int | None) -> No
         run_demo(workdir, images, wh, workers, click.echo)
 
 
+def _add_bench() -> None:
+    from .bench.cli import bench  # imported here: the bench modules use this module's helpers
+
+    cli.add_command(bench)
+
+
+_add_bench()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="recpack")
