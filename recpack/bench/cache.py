@@ -1,0 +1,154 @@
+"""Make the next read of some files cold (or say that it will not be), for benchmarks.
+
+:func:`evict` is what ``recpack bench device`` and ``recpack bench dataset`` call before every timed test::
+
+    how = evict([shard_dir], warm=warm)   # "drop_caches" | "fadvise" | "o_direct" | "warm" | "none"
+
+The methods, best first:
+
+- ``"drop_caches"`` (root on Linux): ``sync`` then ``echo 3 > /proc/sys/vm/drop_caches``. Drops the page cache of
+  the whole machine, including metadata (dentries, inodes), so even the first ``open`` is cold.
+- ``"fadvise"`` (any user on Linux): each file is fsynced (dirty pages cannot be dropped) and its pages are
+  dropped with ``posix_fadvise(POSIX_FADV_DONTNEED)``. File-system metadata may stay cached.
+- ``"o_direct"`` (``direct=True``): the caller reads with ``O_DIRECT``, bypassing the page cache; the files are
+  still fsynced and their pages dropped, so that no cached copy can answer instead.
+- ``"warm"`` (``warm=True``): nothing is dropped; the caller labels its numbers as warm-cache ones.
+- ``"none"``: nothing could be dropped (no ``posix_fadvise``, e.g. macOS or Windows); numbers may be cache hits.
+
+:func:`cached_fraction` checks the result (``RWF_NOWAIT`` reads succeed only from the page cache).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+__all__ = ["METHODS", "evict", "evict_file", "iter_files", "cached_fraction", "supports_o_direct"]
+
+#: Every value :func:`evict` can return.
+METHODS = ("drop_caches", "fadvise", "o_direct", "warm", "none")
+
+_DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
+    """Every regular file under ``paths`` (files, or folders walked recursively; symlinks to folders are not
+    followed). Missing paths are skipped."""
+    for p in paths:
+        path = os.fspath(p)
+        if os.path.isdir(path):
+            for dirpath, _, names in os.walk(path):
+                for name in sorted(names):
+                    full = os.path.join(dirpath, name)
+                    if os.path.isfile(full):
+                        yield full
+        elif os.path.isfile(path):
+            yield path
+
+
+def evict_file(path: str | os.PathLike[str], offset: int = 0, length: int = 0) -> bool:
+    """fsync ``path`` and drop its pages in ``[offset, offset + length)`` (``length`` 0: to the end) from the
+    page cache with ``POSIX_FADV_DONTNEED``. True when the advice was given (it may still keep pages that
+    are mapped or locked by some process)."""
+    fadvise = getattr(os, "posix_fadvise", None)
+    if fadvise is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass  # read-only file systems refuse fsync; their pages are clean anyway
+        fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _drop_all() -> bool:
+    if os.name != "posix" or os.geteuid() != 0:
+        return False
+    try:
+        os.sync()
+        with open(_DROP_CACHES, "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:  # read-only /proc in a container, or not Linux
+        return False
+
+
+def evict(paths: Sequence[str | os.PathLike[str]], *, warm: bool = False, direct: bool = False,
+          drop_all: bool = True) -> str:
+    """Make the next read of ``paths`` (files or folders) come from the device; return the method used.
+
+    warm (bool): do nothing and return ``"warm"``.
+    direct (bool): the caller reads with ``O_DIRECT``; drop these files' pages anyway and return ``"o_direct"``.
+    drop_all (bool): as root, drop the whole machine's page cache (``"drop_caches"``) rather than only these
+        files' pages; pass False inside a timed loop, where dropping everything would also cost the other
+        readers their metadata.
+
+    Otherwise: ``"drop_caches"`` as root (where /proc/sys/vm/drop_caches is writable), ``"fadvise"`` for
+    anyone else, ``"none"`` where neither works. Cost: ``sync`` (flushes every dirty page on the machine)
+    plus a few ms; ``fadvise`` costs one ``open`` + ``fsync`` per file.
+    """
+    if warm:
+        return "warm"
+    files = list(iter_files(paths))
+    if direct:
+        for f in files:
+            evict_file(f)
+        return "o_direct"
+    if drop_all and _drop_all():
+        return "drop_caches"
+    done = [evict_file(f) for f in files]
+    if files and not any(done):
+        return "none"
+    return "fadvise" if hasattr(os, "posix_fadvise") else "none"
+
+
+def cached_fraction(path: str | os.PathLike[str], samples: int = 64, block: int = 4096) -> float | None:
+    """Fraction of ``samples`` evenly spread ``block``-byte pieces of ``path`` found in the page cache, checked
+    with ``preadv(..., RWF_NOWAIT)`` (which fails with EAGAIN unless the data is cached). None when this
+    cannot be checked (no RWF_NOWAIT, or a file system that does not support it). Reads nothing from the
+    device."""
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None or not hasattr(os, "preadv"):
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0.0
+        n = max(1, min(samples, size // block or 1))
+        buf = bytearray(min(block, size))
+        hits = 0
+        for i in range(n):
+            offset = (size - len(buf)) * i // max(1, n - 1) // block * block if n > 1 else 0
+            try:
+                hits += os.preadv(fd, [buf], offset, flag) > 0
+            except BlockingIOError:
+                pass
+            except OSError:
+                return None  # EOPNOTSUPP: this file system cannot say
+        return hits / n
+    finally:
+        os.close(fd)
+
+
+def supports_o_direct(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (an existing file) can be opened with ``O_DIRECT`` (tmpfs and some FUSE file systems
+    refuse it)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | flag)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
