@@ -120,6 +120,18 @@ class Loader(Closing):
         io_threads: concurrent reads (default 4; 2 on HDD-like devices). Each read is one whole segment: a
             stretch of the order holding consecutive records of one shard (up to 32 MiB on HDD-like devices,
             8 MiB otherwise), read once however many batches it spans.
+
+    ``stats`` (dict, cumulative over every iteration of this loader; times in seconds):
+        batches, samples, skipped: delivered batches and samples, records skipped with ``on_error="skip"``.
+        wait_s: the consuming thread waiting for a batch (for its reads and decodes to finish).
+        read_s: the reader thread obtaining each batch's records (waiting for its segment reads);
+            read_bytes: bytes read from the shard files.
+        decode_s: CRC checks, decode and transform (crop, resize, flip or the user's callable) together, summed
+            over the decode threads (divide by ``threads`` for wall time); 0 with ``decode=False``.
+        copy_s: the consuming thread moving each batch out of its slot: on CUDA, issuing the asynchronous
+            host-to-device copy (pinned memory makes this short); on the CPU, copying the batch out.
+        copy_device_s: CUDA only: the copies' own duration on the copy stream, measured with CUDA events
+            (counted once a copy has finished; complete at the end of an epoch).
     """
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 256, *, shuffle: bool = True,
@@ -216,8 +228,10 @@ class Loader(Closing):
         self._active: _Epoch | None = None
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        #: Counters since construction (one writer: the consuming thread), see the class docstring.
         self.stats: dict[str, float] = {"batches": 0, "samples": 0, "skipped": 0, "wait_s": 0.0,
-                                        "read_s": 0.0, "read_bytes": 0, "decode_s": 0.0}
+                                        "read_s": 0.0, "read_bytes": 0, "decode_s": 0.0, "copy_s": 0.0,
+                                        "copy_device_s": 0.0}
 
     # -- sizes ----------------------------------------------------------------------------------------------
     @property
@@ -366,6 +380,7 @@ class _Epoch(Closing):
                                                                   thread_name_prefix="recpack-decode")
         self.io = ThreadPoolExecutor(loader.io_threads, thread_name_prefix="recpack-io")
         self._cache: dict[int, tuple[np.ndarray, int]] = {}
+        self._copies: list[tuple[Any, Any]] = []  # CUDA (start, end) events of copies not yet counted
         self._closed = False
         self.pf = Prefetcher(self._produce, range(start, len(loader)), self.ring, loader.prefetch)
 
@@ -503,6 +518,7 @@ class _Epoch(Closing):
             t0 = time.perf_counter()
             item = self.pf.get()
             if item is None:
+                self._count_copies(wait=True)
                 return
             b, slot, (n, futures, is_raw) = item
             try:
@@ -543,10 +559,12 @@ class _Epoch(Closing):
         images = slot.images[:n] if keep is None else slot.images.index_select(0, keep)
         labels = slot.labels[:n] if keep is None else slot.labels.index_select(0, keep)
         L.stats["samples"] += images.shape[0]
+        t0 = time.perf_counter()
         if L._cuda:
             images, labels = self._to_device(slot, images, labels)
         else:
             images, labels = images.clone(), labels.clone()
+        L.stats["copy_s"] += time.perf_counter() - t0
         self.ring.release(slot)
         if L._norm is not None:
             mean, std = L._norm
@@ -558,20 +576,36 @@ class _Epoch(Closing):
     def _to_device(self, slot: Slot, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         L = self.L
         stream = L._stream
+        self._count_copies(wait=False)
         with torch.cuda.stream(stream):
             # allocated on the side stream, so the copy never races with compute still using freed memory
             dev_images = torch.empty(images.shape, dtype=images.dtype, device=L.device)
             dev_labels = torch.empty(labels.shape, dtype=labels.dtype, device=L.device)
+            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            start.record(stream)
             dev_images.copy_(images, non_blocking=True)
             dev_labels.copy_(labels, non_blocking=True)
-            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
             event.record(stream)
+        self._copies.append((start, event))
         current = torch.cuda.current_stream(L.device)
         current.wait_event(event)
         dev_images.record_stream(current)  # the allocator must wait for the consumer's use before reuse
         dev_labels.record_stream(current)
         slot.event = event  # the reader waits for it before refilling this slot
         return dev_images, dev_labels
+
+    def _count_copies(self, wait: bool) -> None:
+        """Add the duration of finished device copies to ``stats["copy_device_s"]`` (they finish in order on
+        the one copy stream); with ``wait``, wait for the outstanding ones first (end of an epoch)."""
+        while self._copies:
+            start, end = self._copies[0]
+            if wait:
+                end.synchronize()
+            elif not end.query():
+                return
+            self.L.stats["copy_device_s"] += start.elapsed_time(end) / 1e3
+            self._copies.pop(0)
 
     # shutdown -----------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -586,6 +620,7 @@ class _Epoch(Closing):
             self.pool.shutdown(wait=True, cancel_futures=True)
         self.io.shutdown(wait=True, cancel_futures=True)
         self._cache.clear()
+        self._copies.clear()
         for _, slot, _ in left:
             self.ring.release(slot)
         if self.files is not None:
