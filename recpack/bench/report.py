@@ -184,7 +184,8 @@ def diagnose(busy: Mapping[str, float], ctx: Context) -> Verdict:
         where = ("" if ctx.threads + more <= ctx.cores else
                  f"; this machine has {ctx.cores} cores, so that needs a bigger CPU")
         part = " (most of it in the transform)" if b["transform"] > b["decode"] else ""
-        advice = (f"decode-bound{part}: use {more} more threads (threads={ctx.threads + more}{where}) or "
+        plural = "s" if more > 1 else ""
+        advice = (f"decode-bound{part}: use {more} more thread{plural} (threads={ctx.threads + more}{where}) or "
                   "reduced-size decode (pack smaller JPEGs with recpack pack --resize 256, or crops that allow "
                   "DCT downscaling)")
         return Verdict("decode", "decode-bound", advice, b)

@@ -1,0 +1,232 @@
+"""``recpack bench dataset``: the bottleneck logic and the stats math (pure), the JSON schema and the table
+through the CLI on ~40 tiny JPEGs, the plot, and that errors and Ctrl-C leave no temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import recpack
+from recpack.bench import dataset as bench_dataset
+from recpack.bench.report import (
+    RUN_NAMES,
+    SCHEMA,
+    STAGES,
+    Context,
+    busy_fractions,
+    diagnose,
+    format_table,
+    pct_of,
+    rates,
+    stage_seconds,
+)
+from recpack.cli import cli
+from recpack.errors import RecpackError
+
+
+def _busy(**kw: float) -> dict[str, float]:
+    return {**{s: 0.0 for s in STAGES}, "wait": 0.5, **kw}
+
+
+# (busy fractions, context, expected stage, words the advice must contain)
+CASES: list[tuple[dict[str, float], Context, str, list[str]]] = [
+    (_busy(read=0.95), Context("random", 2, 2), "disk", ["disk-bound", "shard_shuffle order"]),
+    (_busy(read=0.95), Context("shard_shuffle", 2, 2, seq_fraction=0.97), "disk",
+     ["disk-bound at 97% of the device's sequential rate", "already stream"]),
+    (_busy(read=0.9), Context("shard_shuffle", 2, 2, seq_fraction=0.6), "disk", ["longer shard_shuffle runs"]),
+    (_busy(read=0.3, decode=0.9, transform=0.05), Context("random", 2, 16), "decode",
+     ["decode-bound", "use 5 more threads (threads=7)", "reduced-size decode"]),
+    (_busy(read=0.1, decode=0.9), Context("random", 2, 2), "decode", ["more threads", "bigger CPU"]),
+    (_busy(read=0.85, decode=0.8), Context("random", 2, 2), "disk", ["disk-bound"]),
+    (_busy(read=0.7, decode=0.75), Context("random", 4, 8), "decode", ["use 1 more thread (threads=5)"]),
+    (_busy(decode=0.3, transform=0.5), Context("random", 2, 64), "decode", ["most of it in the transform"]),
+    (_busy(copy=0.9, decode=0.2), Context("random", 8, 8, device="cuda", pinned=False), "copy",
+     ["copy-bound: pin memory"]),
+    (_busy(copy=0.9), Context("random", 8, 8, device="cuda", pinned=True), "copy", ["already on"]),
+    (_busy(copy=0.8), Context("random", 2, 2, device="cpu"), "copy", ["copy-bound"]),
+    (_busy(read=0.2, decode=0.3, wait=0.01), Context("random", 2, 2), "consumer", ["consumer-bound"]),
+    (_busy(read=0.2, decode=0.3, wait=0.6), Context("random", 2, 2), "none", ["no single bottleneck"]),
+    ({}, Context("random", 2, 2), "consumer", ["consumer-bound"]),
+]
+
+
+@pytest.mark.parametrize("busy, ctx, stage, words", CASES)
+def test_diagnose_names_the_bottleneck_and_the_fix(busy: dict[str, float], ctx: Context, stage: str,
+                                                   words: list[str]) -> None:
+    verdict = diagnose(busy, ctx)
+    assert verdict.stage == stage, verdict
+    assert verdict.advice.startswith(verdict.label)
+    for w in words:
+        assert w in verdict.advice, (w, verdict.advice)
+
+
+def test_rates_and_percentages() -> None:
+    assert rates(1000, 110_000_000, 2.0) == (500.0, 55.0)
+    assert rates(10, 10, 0.0) == (0.0, 0.0) and rates(10, 10, -1.0) == (0.0, 0.0)
+    assert pct_of(131.0, 138.0) == pytest.approx(0.949, abs=1e-3)
+    assert pct_of(1.0, 0.0) is None and pct_of(None, 1.0) is None and pct_of(1.0, None) is None
+
+
+def test_stage_seconds_and_busy_fractions() -> None:
+    stats = {"read_s": 1.0, "decode_s": 8.0, "copy_s": 0.2, "copy_device_s": 0.5, "wait_s": 3.0}
+    st = stage_seconds(stats, 5.0, threads=2, transform_fraction=0.25)
+    assert st == {"read": 1.0, "decode": 3.0, "transform": 1.0, "copy": 0.5, "wait": 3.0, "wall": 5.0}
+    busy = busy_fractions(st)
+    assert busy == {"read": 0.2, "decode": 0.6, "transform": 0.2, "copy": 0.1, "wait": 0.6}
+    assert stage_seconds(stats, 5.0, threads=4)["transform"] == 0.0  # no split known: all decode
+    assert stage_seconds(stats, 5.0, threads=1, transform_fraction=7.0)["decode"] == 0.0  # clipped
+    assert busy_fractions({"read": 9.0, "wall": 1.0})["read"] == 1.0
+    assert busy_fractions({"read": 1.0, "wall": 0.0}) == {s: 0.0 for s in STAGES}
+    with pytest.raises(ValueError, match="threads"):
+        stage_seconds(stats, 1.0, threads=0)
+
+
+# ---------------------------------------------------------------------------------------------- through the CLI
+
+@pytest.fixture(scope="module")
+def forty_jpegs(tmp_path_factory: pytest.TempPathFactory, make_jpeg: Callable[..., bytes]) -> Path:
+    """An ImageFolder of 4 classes x 10 small photo-like JPEGs."""
+    root = tmp_path_factory.mktemp("bench") / "images"
+    for c in range(4):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(10):
+            (root / f"c{c}" / f"{i:02d}.jpg").write_bytes(make_jpeg((96 + 8 * i, 72 + 4 * c), seed=10 * c + i))
+    return root
+
+
+FAST = ["--warm", "--no-progress", "--batch-size", "8", "--size", "32", "--decode-images", "16", "--threads", "2",
+        "--device", "cpu"]
+
+
+def _invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, ["bench", "dataset", *args])
+
+
+def test_json_schema_end_to_end(forty_jpegs: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    res = _invoke(str(forty_jpegs), "--json", "--workdir", str(work), *FAST)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["schema"] == SCHEMA and out["records"] == 40 and out["packed_here"] is True
+    assert [r["name"] for r in out["runs"]] == list(RUN_NAMES)
+    for r in out["runs"]:
+        assert {"name", "images", "bytes", "seconds", "images_per_s", "mb_per_s", "pct_of_sequential", "cache",
+                "order", "note"} <= set(r)
+        assert r["seconds"] > 0 and r["mb_per_s"] > 0
+        assert r["cache"] in ("warm", "warm (in memory)")
+        if r["images"]:
+            assert r["images_per_s"] == pytest.approx(r["images"] / r["seconds"])
+        assert r["mb_per_s"] == pytest.approx(r["bytes"] / 1e6 / r["seconds"])
+    by = {r["name"]: r for r in out["runs"]}
+    assert by["files"]["images"] == by["records_sequential"]["images"] == by["loader"]["images"] == 40
+    assert by["records_sequential"]["order"] == "sequential" and by["records_shuffled"]["order"] == "random"
+    assert by["sequential"]["pct_of_sequential"] == 1.0 and by["decode"]["pct_of_sequential"] is None
+    assert by["records_sequential"]["pct_of_sequential"] == pytest.approx(
+        by["records_sequential"]["mb_per_s"] / by["sequential"]["mb_per_s"])
+    assert 0.0 <= by["decode"]["transform_fraction"] <= 1.0
+    assert set(out["stages"]) == {*STAGES, "wall"} and set(out["busy"]) == set(STAGES)
+    assert out["bottleneck"]["stage"] in ("disk", "decode", "copy", "consumer", "none")
+    assert out["bottleneck"]["advice"].startswith(out["bottleneck"]["label"])
+    stats = by["loader"]["loader_stats"]
+    assert stats["samples"] == 40 and stats["copy_s"] > 0 and stats["copy_device_s"] == 0
+    assert out["device"] == "cpu" and out["machine"]["cores"] == os.cpu_count()
+    assert list(work.iterdir()) == []  # the temporary pack is gone
+    assert "bottleneck:" in format_table(out) and "% of seq" in format_table(out)
+
+
+def test_table_on_a_packed_dataset_with_some_runs(forty_jpegs: Path, tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    recpack.pack(forty_jpegs, ds, recpack.PackOptions(num_shards=2, workers=0, progress=False))
+    res = _invoke(str(forty_jpegs), str(ds), "--runs", "sequential,records_shuffled", "--order", "shard_shuffle",
+                  "--max-images", "16", *FAST)
+    assert res.exit_code == 0, res.output
+    assert "packed records, shuffled (raw), order=shard_shuffle" in res.stdout
+    assert "full Loader" not in res.stdout and "bottleneck" not in res.stdout
+    assert (ds / "index.json").exists()  # a given dataset is never removed
+    res = _invoke(str(forty_jpegs), str(ds), "--runs", "files,nope", *FAST)
+    assert res.exit_code == 2 and "nope" in res.output
+
+
+def test_plot(forty_jpegs: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "bench.png"
+    res = _invoke(str(forty_jpegs), "--plot", str(png), "--workdir", str(tmp_path), "--runs",
+                  "records_sequential,decode,loader", *FAST)
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in res.stdout
+
+
+@pytest.mark.parametrize("exc, code, message", [
+    (KeyboardInterrupt(), 130, "interrupted; temporary files were removed"),
+    (RecpackError("disk went away; re-run"), 1, "error: disk went away"),
+])
+def test_interrupts_and_errors_leave_no_temporary_folder(forty_jpegs: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, exc: BaseException,
+                                                         code: int, message: str) -> None:
+    seen: list[str] = []
+
+    def boom(dataset: str, opts: Any) -> Any:
+        seen.append(dataset)
+        assert os.path.exists(os.path.join(dataset, "index.json"))  # the temporary pack exists mid-run
+        raise exc
+
+    monkeypatch.setattr(bench_dataset, "decode_only", boom)
+    work = tmp_path / "work"
+    work.mkdir()
+    res = _invoke(str(forty_jpegs), "--workdir", str(work), "--runs", "sequential,decode,loader", *FAST)
+    assert res.exit_code == code and message in res.output, res.output
+    assert seen and seen[0].startswith(str(work)) and list(work.iterdir()) == []
+
+
+def test_unexpected_errors_leave_no_temporary_folder(forty_jpegs: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(dataset: str, opts: Any, shuffled: bool) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(bench_dataset, "read_records", boom)
+    with pytest.raises(RuntimeError, match="bug"):
+        bench_dataset.measure(str(forty_jpegs), None, bench_dataset.Options(progress=False, warm=True),
+                              workdir=str(tmp_path), runs=("records_sequential",))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_inputs_give_clear_errors(tmp_path: Path, forty_jpegs: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _invoke(str(forty_jpegs), str(empty), *FAST)
+    assert res.exit_code == 1 and "error:" in res.output and "index.json" in res.output
+    res = _invoke(str(forty_jpegs), "--device", "cuda:0", "--runs", "loader", "--workdir", str(tmp_path),
+                  *FAST[:-2]) if not _cuda() else None
+    if res is not None:
+        assert res.exit_code == 1 and "device='cpu'" in res.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.root
+def test_emulated_sata_ssd(forty_jpegs: Path, tmp_path: Path) -> None:
+    from recpack.emulate import check_environment
+
+    ok, reason = check_environment()
+    if not ok:
+        pytest.skip(reason)
+    res = _invoke(str(forty_jpegs), "--emulate", "sata-ssd", "--json", "--workdir", str(tmp_path), "--runs",
+                  "sequential,files,records_shuffled", *FAST[1:])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["emulation"]["profile"] == "sata-ssd" and out["image_dir"] == str(forty_jpegs)
+    assert out["dataset"] == "(temporary pack, removed)" and out["runs"][0]["cache"] == "drop_caches"
+    assert [r["images"] for r in out["runs"]] == [0, 40, 40]
+    assert list(tmp_path.iterdir()) == []
