@@ -5,6 +5,7 @@ Nothing here touches a file; everything is unit-tested on made-up numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ __all__ = [
 #: A cold 4 KiB read at queue depth 1 faster than this (median) came from memory: the page cache (eviction did
 #: not work, e.g. tmpfs), a RAM disk, or a host cache behind a virtual disk. A real NVMe read takes >= ~50 µs.
 RAM_P50_US = 20.0
-#: Median cold 4 KiB QD1 read below this: NVMe-like (SATA SSDs take ~80-200 µs through the AHCI stack).
+#: Cold 4 KiB QD1 time per read (1 / rate) below this: NVMe-like (SATA SSDs take ~80-200 µs through AHCI).
 NVME_P50_US = 80.0
 #: Random 4 KiB reads/s with many threads above this: NVMe-like (SATA tops out near 100k at QD32, usually far
 #: below; the emulated SATA SSD at 10,000).
@@ -87,7 +88,9 @@ def classify(qd1_p50_us: float, qd1_iops: float, many_iops: float | None = None,
     1. ``ram``: p50 < :data:`RAM_P50_US` (20 µs), unless the device completed at least half of the reads
        (a virtual disk answered from the host's memory, or a very fast NVMe drive: then ``nvme``);
     2. ``hdd``: p50 > :data:`HDD_P50_US` (2 ms) or QD1 rate < :data:`HDD_MAX_IOPS` (1,000/s);
-    3. ``nvme``: many-thread rate > :data:`NVME_IOPS` (50,000/s) or p50 < :data:`NVME_P50_US` (80 µs);
+    3. ``nvme``: many-thread rate > :data:`NVME_IOPS` (50,000/s) or QD1 time per read (1 / rate) below
+       :data:`NVME_P50_US` (80 µs) — the mean, not the median, since a throttled device (cgroup limits, cloud
+       volumes, the emulated SATA SSD) answers most reads at once and holds a few back: its median lies;
     4. ``sata-ssd``: everything else.
 
     NaN inputs (nothing measured) raise ValueError.
@@ -105,7 +108,9 @@ def classify(qd1_p50_us: float, qd1_iops: float, many_iops: float | None = None,
         return "ram", f"{fmt}: median below {RAM_P50_US:g} µs, so the reads came from memory"
     if qd1_p50_us > HDD_P50_US or qd1_iops < HDD_MAX_IOPS:
         return "hdd", f"{fmt}: median above {HDD_P50_US / 1000:g} ms or below {HDD_MAX_IOPS:,.0f} reads/s"
-    if (many is not None and many > NVME_IOPS) or qd1_p50_us < NVME_P50_US:
-        return "nvme", f"{fmt}: above {NVME_IOPS:,.0f} reads/s with threads or median below {NVME_P50_US:g} µs"
+    mean_us = 1e6 / qd1_iops if qd1_iops > 0 else math.inf
+    if (many is not None and many > NVME_IOPS) or mean_us < NVME_P50_US:
+        return "nvme", (f"{fmt}: above {NVME_IOPS:,.0f} reads/s with threads or below {NVME_P50_US:g} µs per "
+                        "read at QD1")
     return "sata-ssd", (f"{fmt}: between HDD (> {HDD_P50_US / 1000:g} ms) and NVMe "
-                        f"(< {NVME_P50_US:g} µs or > {NVME_IOPS:,.0f} reads/s)")
+                        f"(< {NVME_P50_US:g} µs per read or > {NVME_IOPS:,.0f} reads/s with threads)")
