@@ -71,7 +71,8 @@ def measure_here(folder: str, size: int, threads: int, duration: float) -> dict[
     try:
         fio: dict[str, Any] = {}
         for name, argv in fio_jobs(str(path), fsize, threads, duration).items():
-            fio[name] = {**run_fio(argv), "cache": evict([path])}
+            how = evict([path])
+            fio[name] = {**run_fio(argv), "cache": how}
     finally:
         path.unlink(missing_ok=True)
     return {"recpack": rec, "fio": fio}
@@ -104,9 +105,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default=None, help="folder on the native disk (default: /var/tmp or the temp dir)")
     ap.add_argument("--size", type=int, default=1024, help="test file MiB (native)")
-    ap.add_argument("--emulated-size", type=int, default=256, help="test file MiB (emulated devices)")
+    ap.add_argument("--emulated-size", type=int, default=1536, help="test file MiB (emulated devices)")
     ap.add_argument("--threads", type=int, default=16)
-    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--duration", type=float, default=2.0,
+                    help="seconds per test; keep duration x rate below the file size, since fio stops at its end")
     ap.add_argument("--no-emulated", action="store_true", help="native disk only")
     ap.add_argument("--inner", default=None, help=argparse.SUPPRESS)  # run inside an emulated device
     ap.add_argument("--write", action="store_true", help="write the section of docs/benchmarks.md")

@@ -15,13 +15,17 @@ The methods, best first:
 - ``"warm"`` (``warm=True``): nothing is dropped; the caller labels its numbers as warm-cache ones.
 - ``"none"``: nothing could be dropped (no ``posix_fadvise``, e.g. macOS or Windows); numbers may be cache hits.
 
-:func:`cached_fraction` checks the result (``RWF_NOWAIT`` reads succeed only from the page cache).
+:func:`cached_fraction` checks the result (``mincore``: reads nothing).
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
 
 __all__ = ["METHODS", "evict", "evict_file", "iter_files", "cached_fraction", "supports_o_direct"]
 
@@ -111,31 +115,36 @@ def evict(paths: Sequence[str | os.PathLike[str]], *, warm: bool = False, direct
     return "fadvise" if hasattr(os, "posix_fadvise") else "none"
 
 
-def cached_fraction(path: str | os.PathLike[str], samples: int = 64, block: int = 4096) -> float | None:
-    """Fraction of ``samples`` evenly spread ``block``-byte pieces of ``path`` found in the page cache, checked
-    with ``preadv(..., RWF_NOWAIT)`` (which fails with EAGAIN unless the data is cached). None when this
-    cannot be checked (no RWF_NOWAIT, or a file system that does not support it). Reads nothing from the
-    device."""
-    flag = getattr(os, "RWF_NOWAIT", None)
-    if flag is None or not hasattr(os, "preadv"):
+def cached_fraction(path: str | os.PathLike[str]) -> float | None:
+    """Fraction of ``path``'s pages in the page cache, from ``mincore(2)`` on a mapping of the file (which reads
+    nothing: a ``RWF_NOWAIT`` probe would start readahead on a miss, and on a throttled device that I/O counts
+    against the very limits being measured). None where this cannot be checked (no libc ``mincore``, a file
+    that cannot be mapped)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        mmap_fn, mincore, munmap = libc.mmap, libc.mincore, libc.munmap
+    except (OSError, AttributeError):
         return None
+    mmap_fn.restype = ctypes.c_void_p
+    mmap_fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         if size == 0:
             return 0.0
-        n = max(1, min(samples, size // block or 1))
-        buf = bytearray(min(block, size))
-        hits = 0
-        for i in range(n):
-            offset = (size - len(buf)) * i // max(1, n - 1) // block * block if n > 1 else 0
-            try:
-                hits += os.preadv(fd, [buf], offset, flag) > 0
-            except BlockingIOError:
-                pass
-            except OSError:
-                return None  # EOPNOTSUPP: this file system cannot say
-        return hits / n
+        addr = mmap_fn(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr is None or addr == ctypes.c_void_p(-1).value:
+            return None
+        try:
+            pages = -(-size // mmap.PAGESIZE)
+            vec = (ctypes.c_ubyte * pages)()
+            if mincore(addr, size, vec) != 0:
+                return None
+            return float((np.frombuffer(bytes(vec), dtype=np.uint8) & 1).mean())
+        finally:
+            munmap(addr, size)
     finally:
         os.close(fd)
 
