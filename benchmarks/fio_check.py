@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, today, versions, write_section  # noqa: E402
 
 from recpack.bench.cache import evict  # noqa: E402
-from recpack.bench.device import bench_device, make_test_file, plan_file_size  # noqa: E402
+from recpack.bench.device import bench_device, make_test_file, plan_file_size, run_test, tests_for  # noqa: E402
 from recpack.emulate import check_environment  # noqa: E402
 
 TOLERANCE = 0.15
@@ -63,19 +64,30 @@ def run_fio(argv: list[str]) -> dict[str, float]:
             "p50_us": float(read["clat_ns"]["percentile"]["50.000000"]) / 1e3}
 
 
-def measure_here(folder: str, size: int, threads: int, duration: float) -> dict[str, Any]:
-    """recpack and fio on ``folder`` (this process, no emulation): {recpack: bench_device JSON, fio: {...}}."""
-    rec = bench_device(folder, size=size, duration=duration, threads=threads, progress=False, tests=TESTS)
+def measure_here(folder: str, size: int, threads: int, duration: float, repeats: int) -> dict[str, Any]:
+    """recpack's tests (``run_test``, the core of ``bench_device``) and fio's jobs on one test file in
+    ``folder``, alternating test by test, ``repeats`` times; medians. The page cache is dropped before every
+    run of either. Also a short ``bench_device`` run for the identification and the class."""
     fsize = plan_file_size(size, shutil.disk_usage(folder).free)
     path = make_test_file(Path(folder), fsize, seed=1, progress=False)
+    specs = {s.name: s for s in tests_for(threads, 110 << 10)}
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {n: {"recpack": [], "fio": []} for n in TESTS}
     try:
-        fio: dict[str, Any] = {}
-        for name, argv in fio_jobs(str(path), fsize, threads, duration).items():
-            how = evict([path])
-            fio[name] = {**run_fio(argv), "cache": how}
+        jobs = fio_jobs(str(path), fsize, threads, duration)
+        for _ in range(repeats):
+            for name in TESTS:
+                how = evict([path])
+                runs[name]["recpack"].append(run_test(path, specs[name], duration=duration))
+                evict([path])
+                runs[name]["fio"].append(run_fio(jobs[name]))
     finally:
         path.unlink(missing_ok=True)
-    return {"recpack": rec, "fio": fio}
+    med = {side: {n: {k: statistics.median(r[k] for r in runs[n][side]) for k in ("iops", "mb_s", "p50_us")}
+                  for n in TESTS} for side in ("recpack", "fio")}
+    info = bench_device(folder, size=min(fsize, 256 * MiB), duration=1.0, threads=threads, progress=False,
+                        tests=["rand_4k_qd1", "rand_4k_threads"])
+    return {**med, "cache": how, "class": info["class_label"], "chain": info["storage"]["chain"],
+            "file_bytes": fsize, "runs": runs}
 
 
 def rows(target: str, res: dict[str, Any]) -> list[tuple[str, str, str, float, float, float, float, str]]:
@@ -83,7 +95,7 @@ def rows(target: str, res: dict[str, Any]) -> list[tuple[str, str, str, float, f
     out = []
     for name in TESTS:
         metric = "mb_s" if name == "seq_1m" else "iops"
-        ours, theirs = res["recpack"]["tests"][name], res["fio"][name]
+        ours, theirs = res["recpack"][name], res["fio"][name]
         ratio = ours[metric] / theirs[metric] if theirs[metric] else float("nan")
         p50 = ours["p50_us"] / theirs["p50_us"] if theirs["p50_us"] else float("nan")
         ok = abs(ratio - 1) <= TOLERANCE
@@ -109,6 +121,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--duration", type=float, default=2.0,
                     help="seconds per test; keep duration x rate below the file size, since fio stops at its end")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each test; medians")
     ap.add_argument("--no-emulated", action="store_true", help="native disk only")
     ap.add_argument("--inner", default=None, help=argparse.SUPPRESS)  # run inside an emulated device
     ap.add_argument("--write", action="store_true", help="write the section of docs/benchmarks.md")
@@ -116,20 +129,22 @@ def main() -> None:
     if shutil.which("fio") is None:
         raise SystemExit("fio not found; install it (Debian: apt-get install fio)")
     if args.inner is not None:
-        print(json.dumps(measure_here(args.inner, args.emulated_size * MiB, args.threads, args.duration)))
+        print(json.dumps(measure_here(args.inner, args.emulated_size * MiB, args.threads, args.duration,
+                                     args.repeats)))
         return
 
     folder = args.dir or ("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
     results: dict[str, dict[str, Any]] = {}
     print(f"native disk under {folder} ...", file=sys.stderr)
-    results["native"] = measure_here(folder, args.size * MiB, args.threads, args.duration)
+    results["native"] = measure_here(folder, args.size * MiB, args.threads, args.duration, args.repeats)
     ok, why = check_environment()
     if not args.no_emulated:
         if ok:
             from recpack.bench.emulated import run_emulated
 
             inner = [sys.executable, str(Path(__file__).resolve()), "--threads", str(args.threads),
-                     "--duration", str(args.duration), "--emulated-size", str(args.emulated_size)]
+                     "--duration", str(args.duration), "--emulated-size", str(args.emulated_size),
+                     "--repeats", str(args.repeats)]
             for profile in ("hdd", "sata-ssd"):
                 print(f"emulated {profile} ...", file=sys.stderr)
                 results[profile] = run_emulated(profile, [], lambda paths: [*inner, "--inner", str(paths[0])],
@@ -139,20 +154,22 @@ def main() -> None:
     all_rows = [r for target, res in results.items() for r in rows(target, res)]
     text = table(all_rows)
     print(text)
-    native = results["native"]["recpack"]
     if args.write:
-        cache = {t: r["recpack"]["cache"] for t, r in results.items()}
-        body = (f"{today()}, {machine()}; {versions('numpy')}; "
-                f"{subprocess.run(['fio', '--version'], capture_output=True, text=True).stdout.strip()}.\n\n"
-                f"`recpack bench device` (`benchmarks/fio_check.py`) against fio with the same reads: psync, buffered, "
-                f"page cache dropped before each test ({', '.join(f'{t}: {c}' for t, c in cache.items())}), "
-                f"readahead off for random reads (POSIX_FADV_RANDOM), {args.threads} threads/jobs on disjoint slices "
-                f"of the file for the concurrent test, {args.duration:g} s per test; test files of "
-                f"{args.size} MiB (native: {native['storage']['chain']}) and {args.emulated_size} MiB (emulated). "
-                "The IOPS / MB/s must agree within 15%; the p50 ratio is shown for information (fio's percentiles "
-                "are histogram bin edges).\n\n" + text + "\n\n"
-                "Measured classes: " + ", ".join(f"{t}: {r['recpack']['class_label']}" for t, r in results.items())
-                + ".\n")
+        cache = {t: r["cache"] for t, r in results.items()}
+        fio_version = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
+        body = (f"{today()}, {machine()}; {versions('numpy')}; {fio_version}.\n\n"
+                "`recpack bench device`'s tests (`recpack.bench.device.run_test`) against fio jobs making the same "
+                "reads (`benchmarks/fio_check.py`): psync, buffered, readahead off for random reads "
+                f"(POSIX_FADV_RANDOM), {args.threads} threads / fio jobs on disjoint slices of the file for the "
+                f"concurrent test; one test file per device ({args.size} MiB native, {args.emulated_size} MiB "
+                f"emulated), {args.duration:g} s per run, recpack and fio alternating test by test, median of "
+                f"{args.repeats}; page cache dropped before every run "
+                f"({', '.join(f'{t}: {c}' for t, c in cache.items())}). Native: "
+                f"{results['native']['chain']}. IOPS / MB/s must agree within 15%; the p50 ratio is for "
+                "information (fio's percentiles are histogram bin edges; its sequential p50 is a readahead-hit "
+                "read).\n\n" + text + "\n\n"
+                + "Measured classes (`recpack bench device`): "
+                + ", ".join(f"{t}: {r['class']}" for t, r in results.items()) + ".\n")
         write_section("Device measurement vs fio", body)
         print("wrote the section 'Device measurement vs fio' of docs/benchmarks.md", file=sys.stderr)
     if any(r[-1] == "FAIL" for r in all_rows):
