@@ -8,12 +8,15 @@ only in how the box is chosen, so one function does the pixel work for both::
     for i, data in enumerate(records):                  # on a decode thread
         decode_crop_resize(data, params[i], batch[i])   # batch: (B, 3, 224, 224) uint8, preallocated
 
-:func:`decode_crop_resize` decodes at 1/2, 1/4 or 1/8 size in the DCT domain whenever the crop allows it,
-resizes with torch's uint8 bilinear+antialias kernel and writes straight into the batch slot. Measured on a
-500x375, ~110 KB JPEG (one core): decode ~1.1 ms, crop+resize to 224 ~0.2 ms, flip ~0.01 ms; ~1.4 ms in
-all, ~720 images/s per core (a torchvision-like Pillow path: ~1.9 ms). The heavy parts (libjpeg-turbo,
-torch kernels) release the GIL, so N threads give close to N cores. Outputs are deterministic for the same
-bytes and parameters. Everything here is thread-safe (no shared state).
+:func:`decode_crop_resize` decodes only the crop's region (recpack's libjpeg-turbo region decoder, when
+built) and at 1/2, 1/4 or 1/8 size in the DCT domain whenever the crop allows it, resizes with torch's uint8
+bilinear+antialias kernel and writes straight into the batch slot. Measured on a 500x375, ~110 KB JPEG (one
+core): decode ~0.86 ms for a typical train crop (~1.1 ms whole), resize to 224 ~0.2 ms, flip and copy
+~0.02 ms; ~1.2 ms in all, ~850 images/s per core (a torchvision-like Pillow path: ~1.9 ms). The heavy parts
+(libjpeg-turbo, torch's resize kernel) release the GIL, so N threads give close to N cores; copies and
+flips use numpy, not torch's OpenMP-parallel kernels, whose spinning threads would compete with the decode
+threads for the cores. Outputs are deterministic for the same bytes and parameters. Everything here is
+thread-safe (no shared state).
 """
 
 from __future__ import annotations
@@ -138,15 +141,17 @@ def decode_crop_resize(data: bytes | memoryview, params_row: np.ndarray | tuple[
     crop = decode_crop(data, (x, y, w, h), (ow, oh) if reduce else None, decoder)
     # HWC view -> (1, 3, h, w) with channels-last strides: torch's fast uint8 antialias kernel takes it as is
     # (a contiguous NCHW copy first is ~50% slower).
-    src = torch.from_numpy(crop).permute(2, 0, 1)
-    if src.shape[1:] == (oh, ow):
-        res = src
+    if crop.shape[:2] == (oh, ow):
+        res = crop
     else:
+        # A contiguous crop (numpy's single-threaded copy) is a channels-last tensor that torch's uint8 kernel
+        # takes as is; from the strided view torch would make that copy itself, on OpenMP threads.
+        src = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)
         res = F.interpolate(src.unsqueeze(0), size=(oh, ow), mode="bilinear", align_corners=False,
-                            antialias=True)[0]
-    if flip:
-        res = res.flip(2)  # a copy (~10 us); torch has no negative strides
-    out.copy_(res)
+                            antialias=True)[0].permute(1, 2, 0).numpy()
+    # Flip and copy with numpy: torch's copy_/flip on a 150 KB image go through OpenMP (intra-op threads),
+    # whose spin-waiting costs more CPU than the copy on a machine whose cores the decode threads already use.
+    np.copyto(out.numpy().transpose(1, 2, 0), res[:, ::-1] if flip else res)
 
 
 def apply_user_transform(fn: Callable[[np.ndarray], Any], img: np.ndarray, out: torch.Tensor) -> None:

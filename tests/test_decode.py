@@ -156,20 +156,25 @@ def test_decode_crop_uses_a_registered_region_decoder(make_jpeg: Callable[..., b
     def region(buf: bytes | memoryview, box: tuple[int, int, int, int], d: int) -> tuple[np.ndarray, int, int]:
         calls.append((box, d))
         x, y, w, h = box
-        full = decode_reduced(buf, 320 // d, 240 // d)[0]
+        full = decode_reduced(buf, 320 // d, 240 // d, "pillow")[0]
         x0, y0 = x // d, y // d  # a region starting at the box, as a partial decoder would return it
         return full[y0:, x0:], x0, y0
 
-    monkeypatch.setitem(D._REGION_DECODERS, DECODERS[0], region)
-    want = decode_crop(data, (40, 30, 200, 150), (50, 37), "pillow")  # no region decoder for pillow
+    monkeypatch.setattr(D, "_REGION_DECODERS", {"fake": region})
+    assert D.region_decoder() == "fake"
+    want = decode_crop(data, (40, 30, 200, 150), (50, 37), "pillow")  # a named decoder: whole image
+    assert calls == []
     got = decode_crop(data, (40, 30, 200, 150), (50, 37))
     assert calls == [((40, 30, 200, 150), 4)]
-    assert got.shape == want.shape and np.abs(got.astype(np.int16) - want).mean() < 1.5
+    assert got.shape == want.shape and np.array_equal(got, want)
+    with pytest.raises(DecodeError):  # no EOI marker: a strict whole-image decode, never the region decoder
+        decode_crop(data[:-2], (40, 30, 200, 150), (50, 37))
+    assert len(calls) == 1
 
     def broken(buf: bytes | memoryview, box: tuple[int, int, int, int], d: int) -> tuple[np.ndarray, int, int]:
         raise RuntimeError("no")
 
-    monkeypatch.setitem(D._REGION_DECODERS, DECODERS[0], broken)
+    monkeypatch.setattr(D, "_REGION_DECODERS", {"fake": broken})
     assert decode_crop(data, (40, 30, 200, 150), (50, 37)).shape == want.shape  # falls back
-    with pytest.raises(DecodeError, match="no"):
-        decode_crop(data, (40, 30, 200, 150), (50, 37), DECODERS[0])
+    with pytest.raises(DecodeError):
+        decode_crop(b"garbage\xff\xd9", (0, 0, 1, 1))
