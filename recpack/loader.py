@@ -51,7 +51,7 @@ from .order import ORDERS, Layout, is_hdd_like, order_for_probe, probe_latency, 
 from .prefetch import Prefetcher, Stopped
 from .shard import ShardReader
 from .transforms import apply_user_transform, decode_crop_resize, train_params, val_params
-from .storage import LmdbRecords, Segments, ShardFiles, Table, plan_segments, read_into, record_payload
+from .storage import BufferPool, LmdbRecords, Segments, ShardFiles, Table, plan_segments, read_into, record_payload
 
 __all__ = ["Loader", "ORDER_NAMES", "TRANSFORMS"]
 
@@ -380,6 +380,9 @@ class _Epoch(Closing):
                                                                   thread_name_prefix="recpack-decode")
         self.io = ThreadPoolExecutor(loader.io_threads, thread_name_prefix="recpack-io")
         self._cache: dict[int, tuple[np.ndarray, int]] = {}
+        # read buffers, recycled once no view of them is left; free ones kept up to about two batches' worth
+        self.buffers = BufferPool(2 * (loader.batch_size * int(loader.table.length.max(initial=0))
+                                       + 2 * loader.segment_bytes))
         self._copies: list[tuple[Any, Any]] = []  # CUDA (start, end) events of copies not yet counted
         self._closed = False
         self.pf = Prefetcher(self._produce, range(start, len(loader)), self.ring, loader.prefetch)
@@ -421,7 +424,7 @@ class _Epoch(Closing):
         assert files is not None
         a, z = int(share[first_pos]), int(share[end_pos - 1])
         begin, end = int(t.offset[a]), int(t.offset[z]) + int(t.length[z])
-        buf = np.empty(end - begin + 2 * 4096, dtype=np.uint8)
+        buf = self.buffers.take(end - begin + 2 * 4096)
         pos, nread = read_into(files.file(int(t.shard[a])), buf, 0, begin, end)  # type: ignore[arg-type]
         return buf, begin - pos, nread
 
@@ -466,8 +469,9 @@ class _Epoch(Closing):
         return record_payload(view, shard, offset)
 
     def _raw(self, ids: np.ndarray, views: list[Any]) -> list[Any]:
-        """Checked image bytes. Shard records are zero-copy memoryviews: every segment is read into a fresh
-        buffer that is never reused, so a view stays valid for as long as the caller keeps it."""
+        """Checked image bytes. Shard records are zero-copy memoryviews into the read buffers, which are reused
+        only once no view of them is left (BufferPool), so a view stays valid for as long as the caller keeps
+        it."""
         out: list[Any] = []
         for gid, view in zip(ids.tolist(), views):
             try:
@@ -562,10 +566,12 @@ class _Epoch(Closing):
         t0 = time.perf_counter()
         if L._cuda:
             images, labels = self._to_device(slot, images, labels)
-        else:
-            images, labels = images.clone(), labels.clone()
+            self.ring.release(slot)
+        elif keep is None:  # no copy: the batch is the slot, back in the ring once the consumer drops it
+            images, labels = self.ring.lend(slot, n)
+        else:  # index_select made copies
+            self.ring.release(slot)
         L.stats["copy_s"] += time.perf_counter() - t0
-        self.ring.release(slot)
         if L._norm is not None:
             mean, std = L._norm
             images = (images.to(L.dtype) - mean) / std
@@ -620,6 +626,7 @@ class _Epoch(Closing):
             self.pool.shutdown(wait=True, cancel_futures=True)
         self.io.shutdown(wait=True, cancel_futures=True)
         self._cache.clear()
+        self.buffers.clear()
         self._copies.clear()
         for _, slot, _ in left:
             self.ring.release(slot)

@@ -83,6 +83,29 @@ def test_same_batches_whatever_the_thread_count(dataset: Path) -> None:
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_kept_batches_are_never_overwritten(dataset: Path) -> None:
+    """CPU batches are the ring's slots themselves (no copy); keeping them, or a view of one, must not let
+    the ring reuse their memory: it grows instead."""
+    want = epoch_batches(Loader(dataset, seed=2, order="random", **SMALL))
+    loader = Loader(dataset, seed=2, order="random", prefetch=1, **SMALL)
+    kept = [(x, y) for x, y in loader]  # 10 batches held at once, ring of 3 slots
+    views = []
+    for x, _ in loader:  # a second epoch, keeping only a view of each batch's first image
+        views.append(x[0, 1])
+    del x
+    gc.collect()
+    again = epoch_batches(loader)  # and a third: slots dropped by the consumer come back to the ring
+    assert len(kept) == len(want) == len(again)
+    for (xk, yk), (xw, yw), (xa, _) in zip(kept, want, again):
+        assert torch.equal(xk, xw) and torch.equal(yk, yw) and torch.equal(xa, xw)
+    assert all(torch.equal(v, b[0][0, 1]) for v, b in zip(views, epoch_batches(loader)))
+    numpy_loader = Loader(dataset, seed=2, order="random", prefetch=1, output="numpy", **SMALL)
+    arrays = [x for x, _ in numpy_loader]
+    assert all(np.array_equal(a, w.numpy()) for a, (w, _) in zip(arrays, want))
+    loader.close()
+    numpy_loader.close()
+
+
 def test_order_changes_with_epoch_and_seed(dataset: Path) -> None:
     loader = Loader(dataset, seed=1, order="random", **SMALL)
     e0 = np.concatenate([loader.batch_ids(0, b) for b in range(len(loader))])
