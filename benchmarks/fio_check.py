@@ -1,16 +1,17 @@
 """Cross-check ``recpack bench device`` against fio on the same storage: IOPS and MB/s must agree within 15%.
 
 For each target (the native disk under --dir; as root also an emulated hdd and sata-ssd made with
-recpack.bench.emulated.run_emulated), on one folder:
+recpack.bench.emulated.run_emulated), on one test file, alternating test by test, median of --repeats:
 
-1. recpack's measurement (``bench_device``: rand_4k_qd1, rand_4k_threads, seq_1m) on its own test file;
-2. fio (psync, buffered, ``invalidate=1``, fio's default fadvise hints: RANDOM for random jobs, SEQUENTIAL for
-   the sequential one — the same reads recpack makes) on a second test file of the same size, the page
-   cache dropped before each job: random 4 KiB QD1; random 4 KiB with N jobs, each on its own slice of the
-   file (``offset_increment``, like recpack's threads); sequential 1 MiB reads.
+1. recpack's tests (``run_test``, the core of ``bench_device``): rand_4k_qd1, rand_4k_threads, seq_1m;
+2. fio jobs making the same reads: psync, buffered, ``invalidate=1``, fio's default fadvise hints (RANDOM for
+   random jobs, SEQUENTIAL for the sequential one): random 4 KiB QD1; random 4 KiB with N jobs (processes,
+   fio's default, like recpack's reader processes), each on its own slice of the file (``offset_increment``);
+   sequential 1 MiB reads.
 
-Both stop a test at ``--duration`` seconds; fio also at the end of its file (recpack then drops the file's
-pages and starts a new pass), so the file must be large enough for the rates to be cold ones.
+The page cache is dropped before every run of either. Both stop a test at ``--duration`` seconds; fio also at
+the end of its file (recpack then drops the file's pages and starts a new pass), so the file must be large
+enough for the rates to be cold ones.
 
     python benchmarks/fio_check.py                  # native disk (+ emulated ones as root), prints the table
     python benchmarks/fio_check.py --write          # and writes "Device measurement vs fio" in docs/benchmarks.md
@@ -50,7 +51,7 @@ def fio_jobs(path: str, size: int, threads: int, duration: float) -> dict[str, l
     return {
         "rand_4k_qd1": [*common, "--name=rand_4k_qd1", "--rw=randread", "--bs=4k", f"--size={size}"],
         "rand_4k_threads": [*common, "--name=rand_4k_threads", "--rw=randread", "--bs=4k", f"--numjobs={threads}",
-                            "--thread=1", f"--size={per}", f"--offset_increment={per}"],
+                            f"--size={per}", f"--offset_increment={per}"],
         "seq_1m": [*common, "--name=seq_1m", "--rw=read", "--bs=1M", f"--size={size}"],
     }
 
@@ -84,7 +85,7 @@ def measure_here(folder: str, size: int, threads: int, duration: float, repeats:
         path.unlink(missing_ok=True)
     med = {side: {n: {k: statistics.median(r[k] for r in runs[n][side]) for k in ("iops", "mb_s", "p50_us")}
                   for n in TESTS} for side in ("recpack", "fio")}
-    info = bench_device(folder, size=min(fsize, 256 * MiB), duration=1.0, threads=threads, progress=False,
+    info = bench_device(folder, size=min(fsize, 512 * MiB), duration=3.0, threads=threads, progress=False,
                         tests=["rand_4k_qd1", "rand_4k_threads"])
     return {**med, "cache": how, "class": info["class_label"], "chain": info["storage"]["chain"],
             "file_bytes": fsize, "runs": runs}
@@ -160,10 +161,10 @@ def main() -> None:
         body = (f"{today()}, {machine()}; {versions('numpy')}; {fio_version}.\n\n"
                 "`recpack bench device`'s tests (`recpack.bench.device.run_test`) against fio jobs making the same "
                 "reads (`benchmarks/fio_check.py`): psync, buffered, readahead off for random reads "
-                f"(POSIX_FADV_RANDOM), {args.threads} threads / fio jobs on disjoint slices of the file for the "
-                f"concurrent test; one test file per device ({args.size} MiB native, {args.emulated_size} MiB "
-                f"emulated), {args.duration:g} s per run, recpack and fio alternating test by test, median of "
-                f"{args.repeats}; page cache dropped before every run "
+                f"(POSIX_FADV_RANDOM), {args.threads} reader processes / fio jobs (processes too) on disjoint "
+                f"slices of the file for the concurrent test; one test file per device ({args.size} MiB native, "
+                f"{args.emulated_size} MiB emulated), {args.duration:g} s per run, recpack and fio alternating "
+                f"test by test, median of {args.repeats}; page cache dropped before every run "
                 f"({', '.join(f'{t}: {c}' for t, c in cache.items())}). Native: "
                 f"{results['native']['chain']}. IOPS / MB/s must agree within 15%; the p50 ratio is for "
                 "information (fio's percentiles are histogram bin edges; its sequential p50 is a readahead-hit "

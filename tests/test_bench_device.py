@@ -208,6 +208,7 @@ def test_percentiles_and_summary() -> None:
     (60.0, 15_000, 400_000, 1.0, "nvme"),
     (70.0, 13_000, None, None, "nvme"),          # 77 µs per read at QD1
     (22.0, 9_500, 10_500, 1.0, "sata-ssd"),      # throttled: the median lies, 105 µs per read
+    (19.0, 9_971, 10_152, 1.0, "sata-ssd"),      # ... even below 20 µs, when the device served the reads
     (120.0, 8_000, 40_000, 1.0, "sata-ssd"),
     (3_600.0, 78, 118, 1.0, "hdd"),              # median above 2 ms
     (500.0, 900, 5_000, 1.0, "hdd"),             # below 1,000 reads/s

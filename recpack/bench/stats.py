@@ -85,8 +85,9 @@ def classify(qd1_p50_us: float, qd1_iops: float, many_iops: float | None = None,
     rate with many threads (None if not measured) and the share of the QD1 reads that the block device
     itself completed (from its sysfs counters; None if unknown). Checked in this order:
 
-    1. ``ram``: p50 < :data:`RAM_P50_US` (20 µs), unless the device completed at least half of the reads
-       (a virtual disk answered from the host's memory, or a very fast NVMe drive: then ``nvme``);
+    1. ``ram``: p50 < :data:`RAM_P50_US` (20 µs), unless the device completed at least half of the reads (a
+       virtual disk answered from the host's memory, a very fast drive, or a throttled device whose median
+       lies: then the checks below decide);
     2. ``hdd``: p50 > :data:`HDD_P50_US` (2 ms) or QD1 rate < :data:`HDD_MAX_IOPS` (1,000/s);
     3. ``nvme``: many-thread rate > :data:`NVME_IOPS` (50,000/s) or QD1 time per read (1 / rate) below
        :data:`NVME_P50_US` (80 µs) — the mean, not the median, since a throttled device (cgroup limits, cloud
@@ -100,17 +101,19 @@ def classify(qd1_p50_us: float, qd1_iops: float, many_iops: float | None = None,
     many = many_iops if many_iops is not None and np.isfinite(many_iops) else None
     fmt = f"QD1 p50 {qd1_p50_us:,.1f} µs, {qd1_iops:,.0f} reads/s" + (f"; {many:,.0f} reads/s with threads"
                                                                        if many is not None else "")
+    note = ""
     if qd1_p50_us < RAM_P50_US:
-        if device_share is not None and device_share >= 0.5:
-            return "nvme", (f"{fmt}: median below {RAM_P50_US:g} µs, yet the block device served "
-                            f"{min(device_share, 1.0):.0%} of the reads: a very fast device (or a virtual disk "
-                            "answered from the host's memory)")
-        return "ram", f"{fmt}: median below {RAM_P50_US:g} µs, so the reads came from memory"
+        if device_share is None or device_share < 0.5:
+            return "ram", f"{fmt}: median below {RAM_P50_US:g} µs, so the reads came from memory"
+        # the device did serve them: a very fast one, a virtual disk answered from the host's memory, or a
+        # throttled one whose median lies; the rates below decide
+        note = (f" (median below {RAM_P50_US:g} µs, but the block device served {min(device_share, 1.0):.0%} of "
+                "the reads, so not the page cache)")
     if qd1_p50_us > HDD_P50_US or qd1_iops < HDD_MAX_IOPS:
-        return "hdd", f"{fmt}: median above {HDD_P50_US / 1000:g} ms or below {HDD_MAX_IOPS:,.0f} reads/s"
+        return "hdd", f"{fmt}: median above {HDD_P50_US / 1000:g} ms or below {HDD_MAX_IOPS:,.0f} reads/s{note}"
     mean_us = 1e6 / qd1_iops if qd1_iops > 0 else math.inf
     if (many is not None and many > NVME_IOPS) or mean_us < NVME_P50_US:
         return "nvme", (f"{fmt}: above {NVME_IOPS:,.0f} reads/s with threads or below {NVME_P50_US:g} µs per "
-                        "read at QD1")
+                        f"read at QD1{note}")
     return "sata-ssd", (f"{fmt}: between HDD (> {HDD_P50_US / 1000:g} ms) and NVMe "
-                        f"(< {NVME_P50_US:g} µs per read or > {NVME_IOPS:,.0f} reads/s with threads)")
+                        f"(< {NVME_P50_US:g} µs per read or > {NVME_IOPS:,.0f} reads/s with threads){note}")
