@@ -75,12 +75,13 @@ def measure_here(folder: str, size: int, threads: int, duration: float, repeats:
     runs: dict[str, dict[str, list[dict[str, float]]]] = {n: {"recpack": [], "fio": []} for n in TESTS}
     try:
         jobs = fio_jobs(str(path), fsize, threads, duration)
-        for _ in range(repeats):
+        for rep in range(repeats):
             for name in TESTS:
-                how = evict([path])
-                runs[name]["recpack"].append(run_test(path, specs[name], duration=duration))
-                evict([path])
-                runs[name]["fio"].append(run_fio(jobs[name]))
+                # who goes first alternates, so that a drift in the shared machine's load favours neither
+                for side in (("recpack", "fio") if rep % 2 == 0 else ("fio", "recpack")):
+                    how = evict([path])
+                    runs[name][side].append(run_test(path, specs[name], duration=duration) if side == "recpack"
+                                            else run_fio(jobs[name]))
     finally:
         path.unlink(missing_ok=True)
     med = {side: {n: {k: statistics.median(r[k] for r in runs[n][side]) for k in ("iops", "mb_s", "p50_us")}
@@ -122,7 +123,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--duration", type=float, default=2.0,
                     help="seconds per test; keep duration x rate below the file size, since fio stops at its end")
-    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each test; medians")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating runs of each test; medians")
     ap.add_argument("--no-emulated", action="store_true", help="native disk only")
     ap.add_argument("--inner", default=None, help=argparse.SUPPRESS)  # run inside an emulated device
     ap.add_argument("--write", action="store_true", help="write the section of docs/benchmarks.md")
