@@ -129,7 +129,8 @@ class Loader(Closing):
         decode_s: CRC checks, decode and transform (crop, resize, flip or the user's callable) together, summed
             over the decode threads (divide by ``threads`` for wall time); 0 with ``decode=False``.
         copy_s: the consuming thread moving each batch out of its slot: on CUDA, issuing the asynchronous
-            host-to-device copy (pinned memory makes this short); on the CPU, copying the batch out.
+            host-to-device copy (pinned memory makes this short); on the CPU, handing the slot over (the
+            batch is a view of its slot, lent until the consumer drops it; no copy).
         copy_device_s: CUDA only: the copies' own duration on the copy stream, measured with CUDA events
             (counted once a copy has finished; complete at the end of an epoch).
     """
