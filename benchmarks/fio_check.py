@@ -165,7 +165,7 @@ def main() -> None:
                 f"(POSIX_FADV_RANDOM), {args.threads} reader processes / fio jobs (processes too) on disjoint "
                 f"slices of the file for the concurrent test; one test file per device ({args.size} MiB native, "
                 f"{args.emulated_size} MiB emulated), {args.duration:g} s per run, recpack and fio alternating "
-                f"test by test, median of {args.repeats}; page cache dropped before every run "
+                f"test by test (and which goes first), median of {args.repeats}; page cache dropped before every run "
                 f"({', '.join(f'{t}: {c}' for t, c in cache.items())}). Native: "
                 f"{results['native']['chain']}. IOPS / MB/s must agree within 15%; the p50 ratio is for "
                 "information (fio's percentiles are histogram bin edges; its sequential p50 is a readahead-hit "
