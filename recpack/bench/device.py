@@ -904,12 +904,27 @@ def device_command(**options: Any) -> None:
     NVMe-like, RAM/page cache) from the numbers."""
     from ..cli import _errors
 
-    _errors(_device_main)(**options)
+    _errors(_device_main)(**options)  # Ctrl-C is caught inside: _errors' own message is about resuming a pack
+
+
+def _interrupted() -> None:
+    click.echo("\ninterrupted; the test file (and any emulated device) was removed", err=True)
+    sys.exit(130)
 
 
 def _device_main(path: str, size: int, duration: float, max_reads: int | None, threads: int, record_bytes: int,
                  direct: bool, warm: bool, seed: int, emulate: str | None, as_json: bool, no_progress: bool) -> None:
     progress = not no_progress
+    try:
+        _measure_and_print(path, size, duration, max_reads, threads, record_bytes, direct, warm, seed, emulate,
+                           as_json, progress)
+    except KeyboardInterrupt:
+        _interrupted()
+
+
+def _measure_and_print(path: str, size: int, duration: float, max_reads: int | None, threads: int,
+                       record_bytes: int, direct: bool, warm: bool, seed: int, emulate: str | None, as_json: bool,
+                       progress: bool) -> None:
     try:
         if emulate is not None:
             from ..emulate import MiB as _MiB
