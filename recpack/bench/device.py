@@ -57,7 +57,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -528,7 +528,8 @@ def _process_main(conn: Any, args: tuple[Any, ...]) -> None:
     """A reader process: run :func:`_reader`, send back (bytes, passes, start, end, error) and the latencies."""
     out = _Worker()
     try:
-        _reader(*args, out)
+        reader: Callable[..., None] = _reader  # args: _reader's parameters but the last, as a tuple
+        reader(*args, out)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent cleans up
         pass
     err = None if out.error is None else (isinstance(out.error, OSError), str(out.error))
