@@ -45,7 +45,7 @@ from .batch import Slot, SlotRing
 from .decode import decode_rgb
 from .closing import Closing
 from .errors import CorruptRecord, DecodeError, FormatError, RecpackError
-from .format import decode_meta
+from .format import ALIGN, decode_meta
 from .index import Manifest, locate, read_manifest
 from .order import ORDERS, Layout, is_hdd_like, order_for_probe, probe_latency, rank_share
 from .prefetch import Prefetcher, Stopped
@@ -430,36 +430,49 @@ class _Epoch(Closing):
                    for i in range(0, n, step)]
         return n, futures, None
 
-    def _read_segment(self, share: np.ndarray, first_pos: int, end_pos: int) -> tuple[np.ndarray, int, int]:
-        """Read the records at positions [first_pos, end_pos) (consecutive records of one shard) with one
-        aligned request; returns (buffer, file offset that buffer byte 0 stands for, bytes read)."""
+    def _read_segments(self, share: np.ndarray, spans: list[tuple[int, int, int]]) -> list[tuple[int, Any, int, int]]:
+        """Read segments given as (k, first_pos, end_pos): the records at positions [first_pos, end_pos),
+        consecutive records of one shard, each with one aligned request, all into one pooled buffer (many
+        small segments -- a random order's single records -- then cost one buffer and one task, not one
+        each). Returns (k, the segment's slice of the buffer, file offset its byte 0 stands for, bytes read)."""
         t, files = self.L.table, self.files
         assert files is not None
-        a, z = int(share[first_pos]), int(share[end_pos - 1])
-        begin, end = int(t.offset[a]), int(t.offset[z]) + int(t.length[z])
-        buf = self.buffers.take(end - begin + 2 * 4096)
-        pos, nread = read_into(files.file(int(t.shard[a])), buf, 0, begin, end)  # type: ignore[arg-type]
-        return buf, begin - pos, nread
+        plan = []
+        total = 0
+        for k, first_pos, end_pos in spans:
+            a, z = int(share[first_pos]), int(share[end_pos - 1])
+            begin, end = int(t.offset[a]), int(t.offset[z]) + int(t.length[z])
+            room = -(-(end - begin + 2 * ALIGN) // ALIGN) * ALIGN  # the aligned span always fits
+            plan.append((k, int(t.shard[a]), begin, end, total, room))
+            total += room
+        buf = self.buffers.take(total)
+        out = []
+        for k, shard, begin, end, at, room in plan:
+            pos, nread = read_into(files.file(shard), buf, at, begin, end)  # type: ignore[arg-type]
+            out.append((k, buf[at:at + room], begin - (pos - at), nread))
+        return out
 
     def _read(self, share: np.ndarray, segs: Segments, lo: int, hi: int,
               stop: threading.Event) -> list[memoryview]:
         """Views of the records at positions [lo, hi), in position order. Segments not in the cache are read
-        whole (from the first position still needed), concurrently on the I/O pool, and kept until consumed."""
+        whole (from the first position still needed), concurrently on the I/O pool in up to ``io_threads``
+        tasks of consecutive segments, and kept until consumed."""
         t = self.L.table
         first, last = int(segs.of_pos[lo]), int(segs.of_pos[hi - 1])
         for k in [k for k in self._cache if k < first]:  # fully consumed (positions only move forward)
             del self._cache[k]
-        missing = [k for k in range(first, last + 1) if k not in self._cache]
-        futures = {k: self.io.submit(self._read_segment, share, max(int(segs.start[k]), lo), int(segs.start[k + 1]))
-                   for k in missing}
-        for k, f in futures.items():
+        missing = [(k, max(int(segs.start[k]), lo), int(segs.start[k + 1]))
+                   for k in range(first, last + 1) if k not in self._cache]
+        per = -(-len(missing) // self.L.io_threads) if missing else 1
+        futures = [self.io.submit(self._read_segments, share, missing[i:i + per]) for i in range(0, len(missing), per)]
+        for f in futures:
             if stop.is_set():
-                for g in futures.values():
+                for g in futures:
                     g.cancel()
                 raise Stopped
-            buf, base, nread = f.result()
-            self._cache[k] = (buf, base)
-            self.L.stats["read_bytes"] += nread
+            for k, buf, base, nread in f.result():
+                self._cache[k] = (buf, base)
+                self.L.stats["read_bytes"] += nread
         views: list[memoryview] = []
         seg_of = segs.of_pos[lo:hi].tolist()
         offsets = t.offset[share[lo:hi]].astype(np.int64).tolist()

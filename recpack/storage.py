@@ -18,6 +18,7 @@ steady stream of reads touches the same, already mapped memory instead of faulti
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import weakref
@@ -175,9 +176,12 @@ class BufferPool:
         if base is None:
             base = np.empty(c, dtype=np.uint8)
             self.allocated += 1
-        view = base[:n]
-        weakref.finalize(view, self._give_back, base).atexit = False
-        return view
+        # The finalizer watches a ctypes object over the buffer, not the array handed out: numpy slices of an
+        # array point at its base, not at the array, so the array can die while its slices live on. Every
+        # array, slice or memoryview made from this one keeps `holder` alive (one ctypes type per size class).
+        holder = (ctypes.c_char * c).from_buffer(base)
+        weakref.finalize(holder, self._give_back, base).atexit = False
+        return np.frombuffer(holder, dtype=np.uint8)[:n]
 
     def _give_back(self, base: np.ndarray) -> None:
         c = len(base)

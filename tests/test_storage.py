@@ -64,3 +64,15 @@ def test_threads_never_share_a_live_buffer() -> None:
         t.join()
     assert not errors and pool.allocated <= 8
     assert np.dtype(pool.take(10).dtype) == np.uint8
+
+
+def test_numpy_slices_keep_the_buffer_out_of_the_pool() -> None:
+    pool = BufferPool(keep_bytes=1 << 30)
+    a = pool.take(200_000)
+    a[:] = 3
+    part = a[1000:2000]  # numpy points a slice at the memory's owner, not at `a`
+    del a
+    gc.collect()
+    b = pool.take(200_000)
+    b[:] = 4
+    assert (part == 3).all() and pool.allocated == 2
