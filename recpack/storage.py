@@ -179,9 +179,10 @@ class BufferPool:
         # The finalizer watches a ctypes object over the buffer, not the array handed out: numpy slices of an
         # array point at its base, not at the array, so the array can die while its slices live on. Every
         # array, slice or memoryview made from this one keeps `holder` alive (one ctypes type per size class).
-        holder = (ctypes.c_char * c).from_buffer(base)
+        holder = (ctypes.c_char * c).from_buffer(base.data)
         weakref.finalize(holder, self._give_back, base).atexit = False
-        return np.frombuffer(holder, dtype=np.uint8)[:n]
+        view: np.ndarray = np.frombuffer(memoryview(holder).cast("B"), dtype=np.uint8)[:n]
+        return view
 
     def _give_back(self, base: np.ndarray) -> None:
         c = len(base)
