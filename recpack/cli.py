@@ -13,61 +13,17 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
 
 import click
 
 from . import __version__
-from .errors import RecpackError
+from .bench.cli import bench
+from .cliutil import SizeType, exit_on_errors, parse_size
 
 __all__ = ["main", "cli", "parse_size"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """'256MB' -> 256000000, '1GiB' -> 1073741824, '4096' -> 4096."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"{text!r} is not a size; use e.g. 256MB, 1GiB or a number of bytes")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if value < 1:
-        raise ValueError(f"size {text!r} must be at least 1 byte")
-    return value
-
-
-class _Size(click.ParamType):  # type: ignore[type-arg]
-    name = "SIZE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def _errors(fn: F) -> F:
-    """Turn RecpackError into a clean message and exit code 1; Ctrl-C into exit 130."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RecpackError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted; finished shards are kept — re-run the same command to resume", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
+_errors = exit_on_errors("interrupted; finished shards are kept — re-run the same command to resume")
+_Size = SizeType
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -229,13 +185,7 @@ def demo(images: int, size: str, workdir: str | None, workers: int | None) -> No
         run_demo(workdir, images, wh, workers, click.echo)
 
 
-def _add_bench() -> None:
-    from .bench.cli import bench  # imported here: the bench modules use this module's helpers
-
-    cli.add_command(bench)
-
-
-_add_bench()
+cli.add_command(bench)
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ import click
 import numpy as np
 
 from .. import __version__
+from ..cliutil import exit_on_errors, parse_size
 from ..errors import RecpackError
 from ..index import read_manifest
 from . import report
@@ -499,8 +500,6 @@ def measure(image_dir: str, dataset: str | None, opts: Options, *, emulate: str 
 # ---------------------------------------------------------------------------------------------- command
 
 def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int:
-    from ..cli import parse_size  # not at import time: recpack.cli imports this module
-
     try:
         return value if isinstance(value, int) else parse_size(str(value))
     except ValueError as exc:
@@ -552,8 +551,6 @@ def dataset_command(image_dir: str, packed_dataset: str | None, device: str | No
     """Time IMAGE_DIR's raw files, its packed records (PACKED_DATASET, or a temporary pack of IMAGE_DIR), decode
     alone and the full Loader, each from a cold cache; print images/s and MB/s per run, the Loader's stage
     breakdown and the bottleneck with what to do about it."""
-    from ..cli import _errors  # not at import time: recpack.cli imports this module
-
     opts = Options(device=device, threads=threads, batch_size=batch_size, transform=transform, size=size,
                    order=order, max_images=max_images, time_limit=time_limit, decode_images=decode_images,
                    seq_bytes=seq_bytes, warm=warm, seed=seed, progress=not no_progress)
@@ -563,9 +560,6 @@ def dataset_command(image_dir: str, packed_dataset: str | None, device: str | No
             if plot_path is not None:
                 report.plot_available()
             result = measure(image_dir, packed_dataset, opts, emulate=emulate, workdir=workdir, runs=runs)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted; temporary files were removed", err=True)
-            sys.exit(130)
         except (ValueError, OSError) as exc:
             raise RecpackError(str(exc)) from exc
         if plot_path is not None:
@@ -577,7 +571,7 @@ def dataset_command(image_dir: str, packed_dataset: str | None, device: str | No
             if plot_path is not None:
                 click.echo(f"plot: {plot_path}")
 
-    _errors(body)()
+    exit_on_errors("interrupted; temporary files were removed")(body)()
 
 
 def _jsonable(obj: Any) -> Any:

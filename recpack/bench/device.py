@@ -69,6 +69,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import __version__
+from ..cliutil import SizeType, exit_on_errors
 from ..errors import RecpackError
 from .cache import cached_fraction, evict, evict_file, supports_o_direct
 from .stats import CLASS_LABELS, classify, summarize
@@ -857,30 +858,9 @@ def _jsonable(obj: Any) -> Any:
 # ==================================================================================================
 # Command
 #
-# recpack.cli imports this module (through recpack.bench.cli) at its end, so importing recpack.cli here at the
-# top would make ``import recpack.bench.device`` circular when it comes first; its helpers are looked up when
-# the command runs instead.
-
-
-class _Size(click.ParamType):  # type: ignore[type-arg]
-    """A size option ("1GiB", "110KiB", bytes): :func:`recpack.cli.parse_size`."""
-
-    name = "SIZE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        from ..cli import parse_size
-
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
 @click.command()
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--size", type=_Size(), default="1GiB", show_default=True,
+@click.option("--size", type=SizeType(), default="1GiB", show_default=True,
               help="Test file size (capped at half the free space). Larger than RAM makes warm runs impossible.")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Seconds per test.")
@@ -888,7 +868,7 @@ class _Size(click.ParamType):  # type: ignore[type-arg]
               help="Stop a test after this many reads (whichever comes first with --duration).")
 @click.option("--threads", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Threads of the concurrent random 4 KiB test.")
-@click.option("--record-size", "record_bytes", type=_Size(), default="110KiB", show_default=True,
+@click.option("--record-size", "record_bytes", type=SizeType(), default="110KiB", show_default=True,
               help="Read size of the random record test (a dataset's typical record).")
 @click.option("--direct", is_flag=True, help="Read with O_DIRECT instead of dropping the page cache.")
 @click.option("--warm", is_flag=True, help="Read the file once first and never evict (labelled warm).")
@@ -903,9 +883,7 @@ def device_command(**options: Any) -> None:
     with a temporary test file: random 4 KiB reads at queue depth 1 and with threads, random record-size
     reads and sequential 1 MiB reads, cold cache each time; then name its class (HDD-like, SATA-SSD-like,
     NVMe-like, RAM/page cache) from the numbers."""
-    from ..cli import _errors
-
-    _errors(_device_main)(**options)  # Ctrl-C is caught inside: _errors' own message is about resuming a pack
+    exit_on_errors("interrupted; the test file (and any emulated device) was removed")(_device_main)(**options)
 
 
 def _interrupted() -> None:
