@@ -41,7 +41,7 @@ class Table:
     """What the loader needs per record, as flat numpy arrays indexed by global record id."""
 
     starts: np.ndarray  # int64 (shards + 1,): global id of each shard's first record
-    shard: np.ndarray  # int32: shard of each record
+    shard: np.ndarray  # uint16 (int32 beyond 65,536 shards): shard of each record
     offset: np.ndarray  # uint64: file offset of each record's header (LMDB: record number)
     length: np.ndarray  # uint32: whole record length (LMDB: 0)
     label: np.ndarray  # int64
@@ -53,18 +53,32 @@ class Table:
         return len(self.label)
 
     @classmethod
-    def from_tables(cls, tables: Sequence[np.ndarray]) -> Table:
-        counts = np.array([len(t) for t in tables], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        if tables:
-            cat = np.concatenate(tables)
-        else:
-            from .format import TABLE_DTYPE
+    def allocate(cls, counts: Sequence[int]) -> Table:
+        """Uninitialised arrays for shards of ``counts`` records, filled shard by shard with :meth:`fill`.
 
-            cat = np.zeros(0, TABLE_DTYPE)
-        return cls(starts, np.repeat(np.arange(len(tables), dtype=np.int32), counts),
-                   cat["offset"].astype(np.uint64), cat["length"].astype(np.uint32),
-                   cat["label"].astype(np.int64), cat["width"].astype(np.uint32), cat["height"].astype(np.uint32))
+        Memory: 30 bytes per record (offset 8, label 8, length, width and height 4 each, shard 2; 32 beyond
+        65,536 shards), allocated once; filling copies each shard's footer table straight in, so opening
+        never holds a second copy of all tables (per-shard copies of ~100 KB each would also stay in the
+        malloc heap after being freed: measured 64 bytes per record resident, 96 at the peak, for 14M)."""
+        c = np.asarray(counts, dtype=np.int64).reshape(-1)
+        starts = np.concatenate([[0], np.cumsum(c)]).astype(np.int64)
+        n = int(starts[-1])
+        shard_dtype = np.uint16 if len(c) <= 1 << 16 else np.int32  # 2 bytes per record up to 65,536 shards
+        return cls(starts, np.repeat(np.arange(len(c), dtype=shard_dtype), c), np.empty(n, np.uint64),
+                   np.empty(n, np.uint32), np.empty(n, np.int64), np.empty(n, np.uint32), np.empty(n, np.uint32))
+
+    def fill(self, s: int, table: np.ndarray) -> None:
+        """Copy shard ``s``'s footer table (TABLE_DTYPE, as many rows as :meth:`allocate` was told) in."""
+        a, b = int(self.starts[s]), int(self.starts[s + 1])
+        for name in ("offset", "length", "label", "width", "height"):
+            getattr(self, name)[a:b] = table[name]
+
+    @classmethod
+    def from_tables(cls, tables: Sequence[np.ndarray]) -> Table:
+        out = cls.allocate([len(t) for t in tables])
+        for s, t in enumerate(tables):
+            out.fill(s, t)
+        return out
 
 
 @dataclass(frozen=True)
