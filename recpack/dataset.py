@@ -162,8 +162,13 @@ class Dataset(Closing):
 
 
 def open(path: str | os.PathLike[str], on_error: str = "raise") -> Dataset:  # noqa: A001 - public API name
-    """Open the recpack dataset in folder ``path`` (or its index.json).
+    """Open the recpack dataset in folder ``path`` (or its index.json), or an MXNet RecordIO ``.rec`` file
+    (read directly, with its ``.idx`` when there is one; see :mod:`recpack.mxrec`).
 
     ``on_error``: "raise" (default) raises :class:`CorruptRecord` at the first damaged record while
     iterating; "skip" skips and counts damaged records. ``ds[i]`` always raises on a damaged record."""
+    from .mxrec import RecDataset, is_rec
+
+    if is_rec(path):
+        return RecDataset(os.fspath(path), on_error)
     return Dataset(locate(path), on_error)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import Dataset
+from .dataset import open as open_dataset
 
 __all__ = ["inspect_dataset"]
 
@@ -22,7 +22,7 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-able summary: counts, classes, shard sizes, bytes, image and record size statistics."""
-    with Dataset(os.fspath(path)) as ds:
+    with open_dataset(os.fspath(path)) as ds:  # a dataset folder or an MXNet .rec
         m = ds.manifest
         table = ds.table()
         labels = np.asarray(table["label"], dtype=np.int64)
@@ -39,7 +39,7 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
             "format_version": m.format_version,
             "created_by": m.created_by,
             "records": m.records,
-            "bytes": m.total_bytes if m.backend == "shards" else _lmdb_size(ds.path),
+            "bytes": m.total_bytes if m.backend != "lmdb" else _lmdb_size(ds.path),
             "shards": [{"name": s.name, "records": s.records, "bytes": s.bytes} for s in m.shards],
             "shard_bytes": _stats(shard_bytes),
             "classes": len(m.classes),

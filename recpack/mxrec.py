@@ -37,10 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from .dataset import Dataset
 from .errors import CorruptRecord, DecodeError, FormatError
 from .fileio import pread
 from .format import TABLE_DTYPE, table_row
+from .index import Manifest, ShardEntry
 from .shard import Record, _Sequential
+from .storage import Table
+from .verify import VerifyResult
 
 __all__ = [
     "MAGIC",
@@ -58,6 +62,10 @@ __all__ = [
     "scan",
     "build_table",
     "RecFile",
+    "RecDataset",
+    "manifest_for",
+    "loader_source",
+    "verify_rec",
 ]
 
 MAGIC = 0xCED7230A
@@ -445,3 +453,119 @@ class RecFile:
             else:
                 yield offset, rec
             del item
+
+
+# ---------------------------------------------------------------------------------------------- integration
+
+
+def manifest_for(path: str, records: int) -> Manifest:
+    """A recpack :class:`~recpack.index.Manifest` describing the ``.rec`` as one shard (backend "mxrec"), so
+    code written for datasets (the loader's file handling, ``inspect``) works on it unchanged."""
+    return Manifest(records=records, backend="mxrec",
+                    shards=[ShardEntry(os.path.basename(path), records, os.path.getsize(path), 0)],
+                    pack={"source_kind": "mxnet-recordio", "index": idx_path(path)},
+                    created_by="MXNet RecordIO (read directly)")
+
+
+def loader_source(path: str) -> tuple[str, Manifest, Table]:
+    """What :class:`recpack.Loader` needs to read a ``.rec`` directly: (folder, manifest, table). The
+    table comes from one sequential scan (labels and image sizes live inside the records); the loader then
+    reads spans of the file like shard segments and takes each image out with :func:`record_payload`."""
+    index = build_table(path)
+    if index.problems:
+        raise index.problems[0]
+    return os.path.dirname(os.path.abspath(path)), manifest_for(path, len(index.table)), \
+        Table.from_tables([index.table])
+
+
+class RecDataset(Dataset):
+    """``recpack.open("train.rec")``: the :class:`recpack.Dataset` interface over an MXNet ``.rec``.
+
+    ``ds[i]`` is one pread through the ``.idx`` (or a table built by one scan when there is none); iteration
+    is a sequential scan that, with ``on_error="skip"``, skips and counts damaged regions."""
+
+    def __init__(self, path: str, on_error: str = "raise") -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+        self.path = path
+        self.on_error = on_error
+        self.rec = RecFile(path)
+        self.manifest = manifest_for(path, len(self.rec))
+        self.classes: list[str] = []
+        self.stats: dict[str, int] = {"skipped": 0}
+        self._lmdb = None
+        self._readers: list[Any] = []
+        self._starts = self.manifest.starts()
+
+    def table(self) -> np.ndarray:
+        return self.rec.index().table
+
+    def __getitem__(self, i: int) -> Record:
+        _, j = self.locate(i)
+        return self.rec.read(j)
+
+    def __iter__(self) -> Iterator[Record]:
+        warned: set[str] = set()
+        for _, item in self.rec.iter_sequential():
+            if isinstance(item, CorruptRecord):
+                self._skip_or_raise(item, self.path, warned)
+            else:
+                yield item
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<recpack.Dataset {self.path!r}: {len(self)} records, MXNet RecordIO>"
+
+
+def verify_rec(path: str, decode: bool = False, progress: bool = False) -> VerifyResult:
+    """``recpack verify train.rec``: scan every frame and image header (and decode each image with
+    ``decode``), cross-check the ``.idx``; returns a :class:`recpack.verify.VerifyResult`."""
+    from tqdm import tqdm
+
+    from .decode import decode_rgb
+    from .shard import Problem
+
+    name = os.path.basename(path)
+    size = os.path.getsize(path)
+    result = VerifyResult(path, bytes=size)
+    idx = idx_path(path)
+    idx_offs: set[int] | None = None
+    if idx is not None:
+        try:
+            keys, offs = read_idx(idx, size)
+            idx_offs = set(offs.tolist())
+            result.expected = len(offs)
+        except FormatError as exc:
+            result.problems.append(Problem(os.path.basename(idx), 0, None, _msg(exc)))
+    found = 0
+    with tqdm(total=size, unit="B", unit_scale=True, desc="verify", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for offset, span, item in scan(path):
+            bar.update(span)
+            if isinstance(item, CorruptRecord):
+                result.problems.append(Problem(name, offset, None, _msg(item)))
+                continue
+            try:
+                header, image = parse_payload(item, path, offset)
+            except CorruptRecord as exc:
+                result.problems.append(Problem(name, offset, None, _msg(exc)))
+                continue
+            found += 1
+            if idx_offs is not None and offset not in idx_offs:
+                result.problems.append(Problem(name, offset, str(header.id), "record is not in the .idx"))
+                continue
+            if decode:
+                try:
+                    decode_rgb(image)
+                except Exception as exc:  # any decoder failure is a finding, not a crash
+                    result.problems.append(Problem(name, offset, str(header.id), f"image does not decode: {exc}"))
+                    continue
+            result.records += 1
+    if idx_offs is None:
+        result.expected = found
+    elif len(idx_offs) != found:
+        result.problems.append(Problem(os.path.basename(idx or ""), 0, None,
+                                       f"the .idx lists {len(idx_offs)} records, the .rec holds {found}"))
+    return result

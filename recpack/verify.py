@@ -52,6 +52,10 @@ def _decoder() -> Callable[[Record], None]:
 def verify(path: str | os.PathLike[str], decode: bool = False, progress: bool = False) -> VerifyResult:
     """Check the dataset at ``path``; never raises for damaged data (it is reported in the result)."""
     folder = os.fspath(path)
+    from .mxrec import is_rec, verify_rec
+
+    if is_rec(folder):  # an MXNet RecordIO file, checked frame by frame
+        return verify_rec(folder, decode, progress)
     manifest = read_manifest(folder)
     result = VerifyResult(folder, expected=manifest.records)
     dec = _decoder() if decode else None

@@ -146,3 +146,83 @@ def test_bad_idx(tmp_path: Path) -> None:
     (tmp_path / "x.idx").write_text("0\t0\n1\t99999999\n")
     with pytest.raises(FormatError, match="inside the .rec"):
         read_idx(str(tmp_path / "x.idx"), rec.stat().st_size)
+
+
+# -- direct reading through recpack's own entry points ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["indexed", "im2rec"])
+def test_open_iterate_and_index(name: str, tmp_path: Path) -> None:
+    import recpack
+
+    exp = EXPECTED[name]
+    for path in (DATA / f"{name}.rec", no_idx(tmp_path, name)):
+        with recpack.open(path) as ds:
+            assert isinstance(ds, recpack.Dataset) and len(ds) == len(exp) and ds.backend == "mxrec"
+            assert [sha(r.data) for r in ds] == [r["image_sha256"] for r in exp]
+            assert [ds[i].label for i in range(len(ds))] == [label_of(r) for r in exp]
+            assert sha(ds[-1].data) == exp[-1]["image_sha256"]
+            assert ds.labels.tolist() == [int(label_of(r)[0] if isinstance(label_of(r), tuple) else label_of(r))
+                                          for r in exp]
+
+
+def test_open_skip_mode_counts_damage(tmp_path: Path) -> None:
+    import recpack
+
+    path = no_idx(tmp_path, "indexed")
+    raw = bytearray(path.read_bytes())
+    raw[EXPECTED["indexed"][4]["offset"] + 5] ^= 0xFF  # record 4's length field
+    path.write_bytes(raw)
+    with recpack.open(path) as ds, pytest.raises(CorruptRecord):
+        list(ds)
+    with recpack.open(path, on_error="skip") as ds, pytest.warns(RuntimeWarning):
+        got = list(ds)
+    assert len(got) == len(EXPECTED["indexed"]) - 1 and ds.stats["skipped"] == 1
+
+
+@pytest.mark.parametrize("order", ["sequential", "random", "shard_shuffle"])
+def test_loader_reads_rec_byte_exact(order: str) -> None:
+    import recpack
+
+    exp = EXPECTED["im2rec"]
+    loader = recpack.Loader(DATA / "im2rec.rec", batch_size=4, shuffle=order != "sequential", order=order
+                            if order != "sequential" else "auto", decode=False, transform=None, device="cpu")
+    got = {}
+    for data, labels in loader:
+        for d, lab in zip(data, labels.tolist()):
+            got[sha(bytes(d))] = lab
+    assert got == {r["image_sha256"]: int(label_of(r)[0] if r["flag"] else label_of(r)) for r in exp}
+    loader.close()
+
+
+def test_loader_decodes_rec() -> None:
+    import recpack
+
+    loader = recpack.Loader(DATA / "indexed.rec", batch_size=8, shuffle=False, transform="val", size=32,
+                            device="cpu", output="numpy")
+    (images, labels), = list(loader)
+    assert images.shape == (8, 3, 32, 32) and labels.tolist() == [int(r["label"]) for r in EXPECTED["indexed"]]
+    loader.close()
+
+
+def test_verify_and_inspect_rec(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from recpack.cli import cli
+    from recpack.info import inspect_dataset
+    from recpack.verify import verify
+
+    res = verify(DATA / "indexed.rec", decode=True)
+    assert res.ok and res.records == 8
+    info = inspect_dataset(DATA / "im2rec.rec")
+    assert info["records"] == 6 and info["backend"] == "mxrec"
+    path = no_idx(tmp_path, "indexed")
+    raw = bytearray(path.read_bytes())
+    bad = EXPECTED["indexed"][2]["offset"]
+    raw[bad:bad + 4] = b"JUNK"
+    path.write_bytes(raw)
+    out = CliRunner().invoke(cli, ["verify", str(path), "--no-progress"])
+    assert out.exit_code == 1 and f"@ offset {bad}" in out.output and "7 of 7" in out.output
+    stale = tmp_path / "indexed.idx"
+    shutil.copy(DATA / "indexed.idx", stale)  # offsets no longer all match the damaged file's records
+    assert not verify(path).ok
