@@ -47,7 +47,7 @@ from .closing import Closing
 from .errors import CorruptRecord, DecodeError, FormatError, RecpackError
 from .format import ALIGN, decode_meta
 from .index import Manifest, locate, read_manifest
-from .order import ORDERS, Layout, is_hdd_like, order_for_probe, probe_latency, rank_share
+from .order import ORDERS, Layout, is_hdd_like, order_for_probe, probe_latency, rank_remaining, rank_share
 from .prefetch import Prefetcher, Stopped
 from .shard import ShardReader
 from .transforms import apply_user_transform, decode_crop_resize, train_params, val_params
@@ -236,6 +236,8 @@ class Loader(Closing):
         self._epoch = 0
         self._next_batch = 0
         self._share_cache: tuple[int, np.ndarray, Segments] | None = None
+        # epoch -> [(world_size, ids read per rank)] of earlier world sizes this epoch was resumed from
+        self._resplit: dict[int, list[tuple[int, int]]] = {}
         self._active: _Epoch | None = None
         self._ring: SlotRing | None = None
         self._buffers: BufferPool | None = None
@@ -254,7 +256,10 @@ class Loader(Closing):
         return n // w if self.drop_last else math.ceil(n / w)
 
     def __len__(self) -> int:
-        """Batches per epoch for this rank."""
+        """Batches per epoch for this rank (of the current epoch: fewer in an epoch resumed from a state saved
+        with another world size, which continues with only what the old ranks had not read)."""
+        if self._resplit.get(self._epoch):
+            return math.ceil(len(self._share(self._epoch)) / self.batch_size)
         k = self.per_rank
         return k // self.batch_size if self.drop_last else math.ceil(k / self.batch_size)
 
@@ -281,24 +286,40 @@ class Loader(Closing):
         return self._epoch
 
     def state_dict(self) -> dict[str, Any]:
-        """Where this loader is: resuming from it yields exactly the batches an uninterrupted run would have."""
+        """Where this loader is: resuming from it yields exactly the batches an uninterrupted run would have.
+
+        The state is the same on every rank except ``rank``, so any rank's copy resumes all of them."""
         return {"version": _STATE_VERSION, "epoch": self._epoch, "batch": self._next_batch, "seed": self.seed,
                 "order": self.order, "batch_size": self.batch_size, "rank": self.rank,
                 "world_size": self.world_size, "records": self.table.n, "drop_last": self.drop_last,
-                "order_kw": dict(self.order_kw)}
+                "order_kw": dict(self.order_kw),
+                "resplit": [list(x) for x in self._resplit.get(self._epoch, [])]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume at ``state`` (from :meth:`state_dict`); the next iteration starts at the next unseen batch."""
+        """Resume at ``state`` (from :meth:`state_dict`); the next iteration starts at the next unseen batch.
+
+        With the same world size the batches are exactly those an uninterrupted run would have yielded. With
+        another world size (more or fewer processes) the rest of the saved epoch is what the old ranks had
+        not read, re-split over the new ranks: every sample is still read exactly once that epoch (plus the
+        usual padding of fewer than ``world_size`` repeats), in different batches; later epochs are as usual
+        for the new world size. This needs every old rank to have been at the same batch (synchronous
+        data-parallel training is)."""
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"loader state version {state.get('version')!r} is not {_STATE_VERSION}")
         for key, mine in (("records", self.table.n), ("batch_size", self.batch_size), ("seed", self.seed),
-                          ("order", self.order), ("world_size", self.world_size), ("drop_last", self.drop_last),
-                          ("order_kw", self.order_kw)):
+                          ("order", self.order), ("drop_last", self.drop_last), ("order_kw", self.order_kw)):
             if state.get(key) != mine:
                 raise ValueError(f"cannot resume: the saved loader had {key}={state.get(key)!r}, this one has "
                                  f"{mine!r}; create the Loader with the same settings (and order=) to resume")
-        self._epoch = int(state["epoch"])
-        self._next_batch = int(state["batch"])
+        epoch, batch, world = int(state["epoch"]), int(state["batch"]), int(state["world_size"])
+        history = [(int(w), int(d)) for w, d in state.get("resplit", [])]
+        if world != self.world_size and batch > 0:  # continue with what the old ranks had not read
+            history.append((world, batch * self.batch_size))
+            batch = 0
+        self._resplit = {epoch: history} if history else {}
+        self._share_cache = None
+        self._epoch = epoch
+        self._next_batch = batch
 
     # -- planning (pure) ---------------------------------------------------------------------------------------
     def _plan(self, epoch: int) -> tuple[np.ndarray, Segments]:
@@ -306,8 +327,11 @@ class Loader(Closing):
         cached = self._share_cache
         if cached is None or cached[0] != epoch:
             order = ORDERS[self.order](self.layout, self.seed, epoch, **self.order_kw)
+            for world, done in self._resplit.get(epoch, []):  # resumed from a state saved with another world
+                order = rank_remaining(order, world, done, drop_last=self.drop_last)
             share = rank_share(order, self.rank, self.world_size, epoch, drop_last=self.drop_last)
-            share = share[:len(self) * self.batch_size] if self.drop_last else share
+            if self.drop_last:
+                share = share[:len(share) // self.batch_size * self.batch_size]
             cached = (epoch, share, plan_segments(share, self.table, self.segment_bytes))
             self._share_cache = cached
         return cached[1], cached[2]
@@ -348,6 +372,8 @@ class Loader(Closing):
                 self._next_batch = b + 1
                 yield batch
             self._next_batch = 0  # the epoch is complete; the same epoch again starts from its beginning
+            if self._resplit.pop(run.epoch, None):
+                self._share_cache = None
         finally:
             run.close()
             with self._lock:
