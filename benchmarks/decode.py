@@ -5,9 +5,11 @@
 
 Grid (bytes held in memory, so the page cache plays no part; one warm-up pass, then the median of --repeat
 passes over all images; threads take chunks of 16 images from a ThreadPoolExecutor):
-- decode only: recpack.decode.decode_rgb with simplejpeg and with Pillow;
-- train (RandomResizedCrop to --out + flip, boxes from transforms.train_params): decode_crop_resize with and
-  without reduced-size (DCT-domain) decoding, and a torchvision-like Pillow path (decode, resize(box),
+- decode only: recpack.decode.decode_rgb with simplejpeg and with Pillow, and decode_crop of the train boxes
+  (the region decoder: only the part of the JPEG the crop needs);
+- train (RandomResizedCrop to --out + flip, boxes from transforms.train_params): decode_crop_resize as the
+  Loader runs it (region decoder + reduced-size decoding where the crop allows), with whole-image decoding
+  (simplejpeg), without reduced-size decoding, and a torchvision-like Pillow path (decode, resize(box),
   transpose, np.asarray, copy into the batch);
 - val (shorter side to round(out / 0.875), centre crop --out): decode_crop_resize with and without reduced
   decoding, and the Pillow path (resize, crop, np.asarray, copy).
@@ -32,7 +34,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, median_time, today, versions  # noqa: E402
 
-from recpack.decode import decode_rgb, image_size  # noqa: E402
+from recpack.decode import decode_crop, decode_rgb, image_size, region_decoder  # noqa: E402
 from recpack.synth import make_image_folder  # noqa: E402
 from recpack.transforms import decode_crop_resize, train_params, val_params  # noqa: E402
 
@@ -113,8 +115,14 @@ def main() -> None:
     rows: list[tuple[str, Callable[[int], None]]] = [
         ("decode only, simplejpeg (full size)", lambda i: _decode(datas[i], "simplejpeg")),
         ("decode only, Pillow (full size)", lambda i: _decode(datas[i], "pillow")),
-        (f"train {S}: recpack, reduced decode", lambda i: decode_crop_resize(datas[i], tp[i], batch[i])),
-        (f"train {S}: recpack, full decode", lambda i: decode_crop_resize(datas[i], tp[i], batch[i], reduce=False)),
+        (f"decode only, region of the train {S} crop ({region_decoder()})",
+         lambda i: decode_crop(datas[i], tuple(tp[i, :4].tolist()), (S, S))),
+        (f"train {S}: recpack default (region + reduced decode)",
+         lambda i: decode_crop_resize(datas[i], tp[i], batch[i])),
+        (f"train {S}: recpack, whole-image decode (simplejpeg), reduced",
+         lambda i: decode_crop_resize(datas[i], tp[i], batch[i], "simplejpeg")),
+        (f"train {S}: recpack, region, no reduced decode",
+         lambda i: decode_crop_resize(datas[i], tp[i], batch[i], reduce=False)),
         (f"train {S}: Pillow path (torchvision-like)", lambda i: pillow_train(datas[i], tp[i], batch[i])),
         (f"val {S}: recpack, reduced decode", lambda i: decode_crop_resize(datas[i], vp[i], batch[i])),
         (f"val {S}: recpack, full decode", lambda i: decode_crop_resize(datas[i], vp[i], batch[i], reduce=False)),
