@@ -307,6 +307,27 @@ def rank_share(order: npt.ArrayLike, rank: int, world: int, epoch: int, *, drop_
     return o[np.arange(start, start + per, dtype=np.int64) % n].astype(np.int64, copy=False)
 
 
+def rank_remaining(order: npt.ArrayLike, world: int, done: int, *, drop_last: bool = False) -> IdArray:
+    """The ids of ``order`` not yet read once each of ``world`` ranks has read the first ``done`` ids of its
+    :func:`rank_share` block: the tail of every block, in block order, without the padding repeats (each
+    id of ``order`` not yet read appears exactly once). Used to continue an epoch with a different number of
+    ranks: cut the result with :func:`rank_share` for the new world size.
+
+    Every rank must have read the same number of ids (true of synchronous data-parallel training, where
+    every rank runs the same number of steps). Cost: O(N) time, 8 bytes per remaining id.
+    """
+    o = np.asarray(order)
+    if o.ndim != 1 or not np.issubdtype(o.dtype, np.integer):
+        raise ValueError("order must be a 1-D integer array (an epoch order from recpack.order.ORDERS)")
+    world = _int_arg("world", world, 1, "pass the number of processes that read the saved part of the epoch")
+    done = _int_arg("done", done, 0, "pass the ids each rank had read")
+    n = o.size
+    per = n // world if drop_last else -(-n // world)
+    done = min(done, per)
+    pieces = [o[min(k * per + done, n):min((k + 1) * per, n)] for k in range(world)]
+    return np.concatenate([np.zeros(0, np.int64)] + pieces).astype(np.int64, copy=False)
+
+
 def batch_bounds(n: int, batch_size: int, drop_last: bool) -> int:
     """Number of batches of ``batch_size`` in ``n`` ids: ``floor`` with ``drop_last``, else ``ceil``.
     Batch ``b`` is ``ids[batch_slice(b, n, batch_size)]``."""
