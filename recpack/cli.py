@@ -185,6 +185,43 @@ def demo(images: int, size: str, workdir: str | None, workers: int | None) -> No
         run_demo(workdir, images, wh, workers, click.echo)
 
 
+@cli.command()
+@click.argument("src", type=click.Path(exists=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, help="Seed of the global shuffle.")
+@click.option("--shard-size", type=_Size(), default="256MiB", show_default=True, help="Target bytes per shard.")
+@click.option("--num-shards", type=click.IntRange(1), default=None, help="Exactly this many shards instead.")
+@click.option("--workers", type=click.IntRange(0), default=None, help="Worker processes (as for pack).")
+@click.option("--backend", type=click.Choice(["shards", "lmdb"]), default="shards", show_default=True)
+@click.option("--strict", is_flag=True, help="Stop at the first bad image instead of skipping it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset or unfinished conversion in OUT.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_errors
+def convert(src: str, out: str, seed: int, shard_size: int, num_shards: int | None, workers: int | None,
+            backend: str, strict: bool, overwrite: bool, no_progress: bool, as_json: bool) -> None:
+    """Convert SRC -- an MXNet .rec (+ .idx), WebDataset .tar shards (a folder or a quoted glob) or a recpack
+    LMDB dataset -- into the recpack dataset OUT, keeping image bytes, labels and keys. Shuffles, shards,
+    checks and resumes exactly like `recpack pack`."""
+    from .convert import convert as run_convert
+    from .pack import PackOptions
+
+    opts = PackOptions(seed=seed, shard_size=shard_size, num_shards=num_shards, workers=workers, backend=backend,
+                       strict=strict, overwrite=overwrite, progress=not no_progress and not as_json)
+    try:
+        res = run_convert(src, out, opts)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="SRC") from None
+    if as_json:
+        click.echo(json.dumps({"path": res.path, "records": res.records, "skipped": len(res.skipped),
+                               "source_items": res.source_items, "shards": len(res.shards), "bytes": res.bytes,
+                               "seconds": round(res.seconds, 3), "already_done": res.already_done}))
+        return
+    click.echo(f"converted {res.records} of {res.source_items} images into {out} ({res.bytes / 1e6:.1f} MB) in "
+               f"{res.seconds:.1f} s" + (f"; skipped {len(res.skipped)} (see {os.path.join(out, 'pack-report.tsv')})"
+                                         if res.skipped else ""))
+
+
 cli.add_command(bench)
 
 

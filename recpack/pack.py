@@ -189,13 +189,14 @@ class _Plan:
     source_bytes: int
 
 
-def _make_plan(src: str, root: str | None, opts: PackOptions) -> _Plan:
-    source = scan(src, root)
+def _make_plan(src: str | Source, root: str | None, opts: PackOptions) -> _Plan:
+    source = src if isinstance(src, Source) else scan(src, root)
     if not source.items:
         raise PackError(f"{src}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}); "
                         "pass an ImageFolder tree, a .lst file or a list of image paths")
     order = shuffle_order([it.key for it in source.items], opts.seed)
-    stats = [_stat(source.items[i].path) for i in order]
+    # items that live inside a container (recpack.convert) say their own size and mtime
+    stats = [it.stat() if hasattr(it, "stat") else _stat(it.path) for it in (source.items[i] for i in order)]
     sizes = np.array([s for s, _ in stats], dtype=np.int64)
     shards = plan_shards(sizes + 128, opts.shard_size, opts.num_shards)  # ~128 B of header + meta each
     h = hashlib.blake2b(digest_size=16)
@@ -248,7 +249,8 @@ def _process(items: list[SourceItem], opts: ImageOptions) -> list[_Result]:
     out: list[_Result] = []
     for it in items:
         try:
-            img = prepare(read_source(it.path, opts.max_bytes), opts)
+            read = getattr(it, "read", None)  # recpack.convert items read themselves out of a container
+            img = prepare(read(opts.max_bytes) if read else read_source(it.path, opts.max_bytes), opts)
         except BadImage as exc:
             out.append(("skip", it.key, exc.reason))
             continue
@@ -495,7 +497,7 @@ def _pack_lmdb(out: str, plan: _Plan, opts: PackOptions, pool: _Pool, bar: _Mete
 # ---------------------------------------------------------------------------------------------- entry point
 
 
-def pack(src: str | os.PathLike[str], out: str | os.PathLike[str], options: PackOptions | None = None,
+def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], options: PackOptions | None = None,
          *, root: str | os.PathLike[str] | None = None) -> PackResult:
     """Pack the images found at ``src`` (ImageFolder tree, ``.lst`` file or list file) into the dataset
     folder ``out``. Returns a :class:`PackResult`; bad inputs are skipped and listed in
@@ -504,7 +506,8 @@ def pack(src: str | os.PathLike[str], out: str | os.PathLike[str], options: Pack
     opts.validate()
     t0 = time.perf_counter()
     out = os.fspath(out)
-    plan = _make_plan(os.fspath(src), None if root is None else os.fspath(root), opts)
+    plan = _make_plan(src if isinstance(src, Source) else os.fspath(src), None if root is None else os.fspath(root),
+                      opts)
     existing = _prepare_out(out, plan, opts)
     if existing is not None:
         return PackResult(out, existing.records, [], [ShardInfo(s.name, s.records, s.bytes, s.crc32c)
