@@ -42,6 +42,9 @@ def cli() -> None:
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="Worker processes (default: all cores; in-process for plain pass-through on <= 2 cores, "
                    "where a pool costs more than it saves; 0 = in this process).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Write the shards on a Dask distributed cluster (pip install 'recpack[dask]'); OUT must be "
+                   "a folder every worker sees at the same path. Same bytes as a local pack.")
 @click.option("--resize", type=click.IntRange(1), default=None, metavar="SHORTER_SIDE",
               help="Re-encode with the shorter side resized to this many pixels (like im2rec).")
 @click.option("--quality", type=click.IntRange(1, 100), default=None,
@@ -59,8 +62,8 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_errors
 def pack(src: str, out: str, seed: int, shard_size: int, num_shards: int | None, workers: int | None,
-         resize: int | None, quality: int | None, convert: str, check: str, strict: bool, backend: str,
-         root: str | None, overwrite: bool, no_progress: bool, as_json: bool) -> None:
+         scheduler: str | None, resize: int | None, quality: int | None, convert: str, check: str, strict: bool,
+         backend: str, root: str | None, overwrite: bool, no_progress: bool, as_json: bool) -> None:
     """Pack the images in SRC (an ImageFolder tree, an im2rec .lst file or a list of paths) into the
     dataset folder OUT. Bad inputs are skipped and listed in OUT/pack-report.tsv. Re-running the same
     command after an interruption keeps finished shards and redoes only the rest."""
@@ -72,7 +75,7 @@ def pack(src: str, out: str, seed: int, shard_size: int, num_shards: int | None,
                          reencode=quality is not None)
     opts = PackOptions(seed=seed, shard_size=shard_size, num_shards=num_shards, workers=workers,
                        backend=backend, image=image, strict=strict, overwrite=overwrite,
-                       progress=not no_progress and not as_json)
+                       progress=not no_progress and not as_json, scheduler=scheduler)
     res = run_pack(src, out, opts, root=root)
     if as_json:
         click.echo(json.dumps({"path": res.path, "records": res.records, "skipped": len(res.skipped),

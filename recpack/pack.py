@@ -21,9 +21,11 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
+import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -71,6 +73,10 @@ class PackOptions:
     workers: processes that read/check/encode (None = :func:`default_workers`; 0 or 1 = in this process).
     backend: "shards" (recpack files) or "lmdb". strict: stop at the first bad input instead of skipping it.
     overwrite: replace an existing dataset or unfinished pack in the output folder.
+    scheduler: address of a Dask distributed scheduler ("tcp://HOST:PORT") or a ``distributed.Client``:
+    each shard is then written by one task on the cluster's workers, straight into ``out`` (which every
+    worker must see at the same path), instead of by a local process pool; ``workers`` is ignored. The
+    result is byte-identical to a local pack. Needs ``pip install 'recpack[dask]'`` and the shards backend.
     """
 
     seed: int = 0
@@ -83,6 +89,7 @@ class PackOptions:
     overwrite: bool = False
     progress: bool = True
     fsync: bool = True
+    scheduler: Any = None
 
     def validate(self) -> None:
         if self.backend not in ("shards", "lmdb"):
@@ -93,6 +100,9 @@ class PackOptions:
             raise ValueError(f"num_shards must be >= 1, not {self.num_shards}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, not {self.workers}")
+        if self.scheduler is not None and self.backend != "shards":
+            raise ValueError("a Dask scheduler writes shard files; use backend='shards' (or no scheduler for "
+                             "lmdb)")
 
 
 @dataclass(frozen=True)
@@ -382,45 +392,106 @@ def _pack_shards(out: str, plan: _Plan, opts: PackOptions, pool: _Pool, bar: _Me
             bar.update(len(positions))
     resumed = len(infos)
     todo = [i for i in range(len(plan.shards)) if i not in infos]
-    for i in todo:
-        name = shard_name(i)
-        tmp = os.path.join(out, name + ".tmp")
-        writer = ShardWriter(tmp)
-        skips: list[Skipped] = []
-        try:
-            for chunk, results in pool.map(_chunks(plan, plan.shards[i])):
-                nbytes = 0
-                for it, (kind, a, b) in zip(chunk, results):
-                    if kind == "skip":
-                        if opts.strict:
-                            raise PackError(f"{it.path}: {b} (--strict stops at the first bad input; drop "
-                                            "--strict to skip bad files and list them in the report)")
-                        skips.append(Skipped(it.key, it.path, b))
-                    else:
-                        writer.add(a, partial(_row, *b))
-                        nbytes += len(a)
-                bar.update(len(chunk), nbytes)
-            writer.finish(fsync=opts.fsync)
-            assert writer.file_crc is not None
-            try:
-                size = confirm_written(tmp, writer.records, writer.file_crc)
-            except FormatError as exc:
-                raise PackError(f"{exc}; reading the shard back did not give what was written (failing disk "
-                                "or memory?). Re-run the same command to rewrite it") from None
-            os.replace(tmp, os.path.join(out, name))
-            info = ShardInfo(name, writer.records, size, writer.file_crc)
+    if opts.scheduler is not None:
+        for i, info, skips in _dask_shards(out, plan, opts, todo):
             _save_done(state, i, info, skips)
-        except OSError as exc:
-            writer.abort()
-            if exc.errno in _DISK_FULL:
-                raise _disk_error(exc, out, f"writing shard {name}") from None
-            raise
-        except BaseException:
-            writer.abort()
-            raise
+            infos[i], skipped[i] = info, skips
+            bar.update(len(plan.shards[i]), info.bytes)
+    for i in todo:
+        if i in infos:
+            continue
+        info, skips = _write_shard(out, i, pool.map(_chunks(plan, plan.shards[i])), opts.strict, opts.fsync,
+                                   bar.update)
+        _save_done(state, i, info, skips)
         infos[i], skipped[i] = info, skips
     ordered = [infos[i] for i in range(len(plan.shards))]
     return ordered, [s for i in range(len(plan.shards)) for s in skipped[i]], resumed
+
+
+def _write_shard(out: str, i: int, processed: Iterable[tuple[list[SourceItem], list[_Result]]], strict: bool,
+                 fsync: bool, progress: Callable[[int, int], None], tmp_name: str | None = None
+                 ) -> tuple[ShardInfo, list[Skipped]]:
+    """Write shard ``i`` from its processed chunks (in plan order) to a temporary name in ``out``, fsync it,
+    read it back against its CRC32C, then rename it: a shard is published whole or not at all. Used by the
+    local packer and, with a per-attempt ``tmp_name``, by the Dask tasks (so two attempts at one shard never
+    write the same file)."""
+    name = shard_name(i)
+    tmp = os.path.join(out, tmp_name or name + ".tmp")
+    writer = ShardWriter(tmp)
+    skips: list[Skipped] = []
+    try:
+        for chunk, results in processed:
+            nbytes = 0
+            for it, (kind, a, b) in zip(chunk, results):
+                if kind == "skip":
+                    if strict:
+                        raise PackError(f"{it.path}: {b} (--strict stops at the first bad input; drop "
+                                        "--strict to skip bad files and list them in the report)")
+                    skips.append(Skipped(it.key, it.path, b))
+                else:
+                    writer.add(a, partial(_row, *b))
+                    nbytes += len(a)
+            progress(len(chunk), nbytes)
+        writer.finish(fsync=fsync)
+        assert writer.file_crc is not None
+        try:
+            size = confirm_written(tmp, writer.records, writer.file_crc)
+        except FormatError as exc:
+            raise PackError(f"{exc}; reading the shard back did not give what was written (failing disk "
+                            "or memory?). Re-run the same command to rewrite it") from None
+        os.replace(tmp, os.path.join(out, name))
+    except OSError as exc:
+        writer.abort()
+        if exc.errno in _DISK_FULL:
+            raise _disk_error(exc, out, f"writing shard {name}") from None
+        raise
+    except BaseException:
+        writer.abort()
+        raise
+    return ShardInfo(name, writer.records, size, writer.file_crc), skips
+
+
+def _shard_task(out: str, i: int, items: list[SourceItem], image: ImageOptions, strict: bool, fsync: bool
+                ) -> tuple[ShardInfo, list[Skipped]]:
+    """One Dask task: read, check and encode ``items`` and write them as shard ``i`` (see _write_shard)."""
+    chunks = (items[a:a + _CHUNK_ITEMS] for a in range(0, len(items), _CHUNK_ITEMS))
+    stem = shard_name(i)[:-len(SHARD_SUFFIX)]
+    tmp = f"{stem}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SHARD_SUFFIX}.tmp"
+    return _write_shard(out, i, ((c, _process(c, image)) for c in chunks), strict, fsync, lambda n, b: None,
+                        tmp)
+
+
+def _dask_shards(out: str, plan: _Plan, opts: PackOptions, todo: list[int]
+                 ) -> Iterator[tuple[int, ShardInfo, list[Skipped]]]:
+    """Submit one :func:`_shard_task` per shard in ``todo`` to the Dask cluster at ``opts.scheduler``;
+    yields (shard, info, skipped) as shards finish. The scheduler re-runs the task of a lost worker; a task
+    that raises is retried twice, then the pack stops with its error (finished shards are kept for resume)."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise PackError("--scheduler needs Dask distributed: pip install 'recpack[dask]'") from None
+    client = opts.scheduler if isinstance(opts.scheduler, Client) else Client(str(opts.scheduler))  # type: ignore[no-untyped-call]
+    futures: dict[Any, tuple[int, Any]] = {}
+    try:
+        for i in todo:
+            items = [plan.source.items[j] for j in plan.order[plan.shards[i]].tolist()]
+            fut = client.submit(_shard_task, os.path.abspath(out), i, items, opts.image, opts.strict, opts.fsync,
+                                key=f"recpack-{plan.fingerprint[:12]}-{shard_name(i)}", retries=2, pure=False)
+            futures[fut.key] = (i, fut)
+        for fut in as_completed([f for _, f in futures.values()]):  # type: ignore[no-untyped-call]
+            info, skips = fut.result()
+            yield futures[fut.key][0], info, skips
+    finally:
+        for _, fut in futures.values():
+            fut.cancel()  # after an error: stop what was not started
+        if client is not opts.scheduler:
+            client.close()  # type: ignore[no-untyped-call]
+        for name in os.listdir(out):  # attempts that died mid-write leave their temporary file behind
+            if name.startswith("shard-") and name.endswith(SHARD_SUFFIX + ".tmp") and name.count(".") > 2:
+                try:
+                    os.unlink(os.path.join(out, name))
+                except OSError:
+                    pass
 
 
 class _Meter:
@@ -516,7 +587,7 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
     workers = default_workers(opts.image) if opts.workers is None else opts.workers
     n = len(plan.order)
     bar = _Meter(n, f"pack {os.path.basename(out.rstrip('/')) or out}", opts.progress)
-    pool = _Pool(min(workers, max(1, n // _CHUNK_ITEMS)), opts.image)
+    pool = _Pool(0 if opts.scheduler is not None else min(workers, max(1, n // _CHUNK_ITEMS)), opts.image)
     try:
         if opts.backend == "shards":
             infos, skipped, resumed = _pack_shards(out, plan, opts, pool, bar)
