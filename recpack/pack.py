@@ -12,6 +12,10 @@ How a pack runs:
 3. **Write** (main process): records are appended to ``shard-NNNNN.rpk.tmp``; a finished shard is fsynced,
    read back and checked, then renamed, and its summary saved in ``.recpack-pack/``. Re-running the same
    command keeps finished shards and redoes only the rest. ``index.json`` is written last, atomically.
+
+With ``PackOptions(scheduler=...)`` steps 2 and 3 run as one Dask task per shard on a cluster's workers
+(same functions, a temporary name per attempt); the main process still records progress and writes
+``index.json`` (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from multiprocessing import get_context
 from typing import Any
@@ -474,7 +478,9 @@ def _dask_shards(out: str, plan: _Plan, opts: PackOptions, todo: list[int]
     futures: dict[Any, tuple[int, Any]] = {}
     try:
         for i in todo:
-            items = [plan.source.items[j] for j in plan.order[plan.shards[i]].tolist()]
+            # workers may run elsewhere in another folder: plain files are passed by absolute path
+            items = [replace(it, path=os.path.abspath(it.path)) if type(it) is SourceItem else it
+                     for it in (plan.source.items[j] for j in plan.order[plan.shards[i]].tolist())]
             fut = client.submit(_shard_task, os.path.abspath(out), i, items, opts.image, opts.strict, opts.fsync,
                                 key=f"recpack-{plan.fingerprint[:12]}-{shard_name(i)}", retries=2, pure=False)
             futures[fut.key] = (i, fut)
