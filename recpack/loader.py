@@ -228,6 +228,7 @@ class Loader(Closing):
             run = max(64, math.ceil((64 << 20) / max(mean_len, 1.0))) if hdd else 64
         self.order_kw = {"run": run, "interleave": interleave, "window": window}
         self.segment_bytes = (32 << 20) if hdd else (8 << 20)
+        self._read_ahead = self.segment_bytes  # bytes of reads started beyond the batch being prepared
         # concurrent whole-segment reads: 2 keep an HDD streaming without making it seek between many
         # streams; fast devices (SSD, NVMe, network) want a deeper queue
         self.io_threads = io_threads or (2 if hdd else 4)
@@ -515,7 +516,7 @@ class _Epoch(Closing):
             del self._cache[k]
         self._submit([(k, max(int(segs.start[k]), lo), int(segs.start[k + 1])) for k in range(first, last + 1)
                       if k not in self._cache and k not in self._pending], share)
-        ahead, k, budget = [], last + 1, self.L.segment_bytes
+        ahead, k, budget = [], last + 1, self.L._read_ahead
         while budget > 0 and k < segs.count:
             a, b = int(segs.start[k]), int(segs.start[k + 1])
             if k not in self._cache and k not in self._pending:
