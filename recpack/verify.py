@@ -83,6 +83,11 @@ def verify(path: str | os.PathLike[str], decode: bool = False, progress: bool = 
                 result.problems.append(Problem(entry.name, 0, None,
                                                f"whole-file CRC32C {check.crc32c:08x} differs from the "
                                                f"manifest's {entry.crc32c:08x}"))
+            if check.expected is None and check.records < entry.records:  # table unreadable: recovered by scan
+                result.problems.append(Problem(entry.name, 0, None,
+                                               f"only {check.records} of the {entry.records} records the "
+                                               "manifest lists could be recovered; the rest are damaged or "
+                                               "missing — restore the shard from a copy or re-pack"))
             if check.expected is not None and check.expected != entry.records:
                 result.problems.append(Problem(entry.name, 0, None, f"shard holds {check.expected} records, "
                                                                     f"the manifest says {entry.records}"))
