@@ -61,6 +61,46 @@ _STATE_VERSION = 1
 _TAG_BATCH_SHUFFLE, _TAG_PARAMS = 101, 102
 
 
+def _memory_available() -> int:
+    """Bytes of memory the page cache could use: MemAvailable on Linux, else physical memory (0: unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def _io_mode(io: str, hdd: bool, lmdb: bool, path: str, manifest: Manifest) -> tuple[str, str]:
+    """("buffered" | "direct", why). auto: direct I/O on an HDD-like device when the dataset is larger than
+    half the memory the page cache could use (it cannot stay cached, so caching it only costs), else buffered.
+    Direct reads reach the device as full-size requests: on the emulated HDD, whose budget is requests, that
+    measured 96-98% of the sequential rate against 82-94% through the page cache."""
+    if lmdb:
+        return "buffered", "LMDB backend: read through its memory map"
+    if io != "auto":
+        return io, "chosen by the caller"
+    if not hdd:
+        return "buffered", "not an HDD-like device: the page cache keeps later epochs in memory"
+    size = 0
+    for entry in manifest.shards:
+        try:
+            size += os.path.getsize(os.path.join(path, entry.name))
+        except OSError:
+            pass
+    avail = _memory_available()
+    if avail and size > avail // 2:
+        return "direct", (f"HDD-like device and {size / 1e9:.1f} GB of shards > half of the "
+                          f"{avail / 1e9:.1f} GB the page cache could use")
+    return "buffered", (f"HDD-like device, but {size / 1e9:.1f} GB of shards fit the page cache "
+                        f"({avail / 1e9:.1f} GB available): later epochs come from memory")
+
+
 def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -121,6 +161,10 @@ class Loader(Closing):
         io_threads: concurrent reads (default 4; 2 on HDD-like devices). Each read is one whole segment: a
             stretch of the order holding consecutive records of one shard (up to 32 MiB on HDD-like devices,
             8 MiB otherwise), read once however many batches it spans.
+        io: "buffered" (through the page cache), "direct" (O_DIRECT where the file system allows it, else
+            buffered) or "auto" (default): direct on an HDD-like device when the shards are larger than half
+            the memory available to the page cache, buffered otherwise. ``loader.io`` and ``loader.io_reason``
+            say what was picked and why.
 
     ``stats`` (dict, cumulative over every iteration of this loader; times in seconds):
         batches, samples, skipped: delivered batches and samples, records skipped with ``on_error="skip"``.
@@ -143,7 +187,7 @@ class Loader(Closing):
                  world_size: int | None = None, normalize: tuple[Any, Any] | None = None,
                  dtype: torch.dtype = torch.float32, output: str = "torch", on_error: str = "raise",
                  decode: bool = True, run: int | None = None, interleave: int = 4, window: int = 16,
-                 io_threads: int | None = None) -> None:
+                 io_threads: int | None = None, io: str = "auto") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         if order not in ORDER_NAMES:
@@ -154,6 +198,8 @@ class Loader(Closing):
             raise ValueError("transform=None needs decode=False (raw records); pass transform='val' to decode")
         if size < 1 or prefetch < 1:
             raise ValueError(f"size and prefetch must be >= 1 (got size={size}, prefetch={prefetch})")
+        if io not in ("auto", "buffered", "direct"):
+            raise ValueError(f"io must be 'auto', 'buffered' or 'direct', not {io!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
         if output not in ("torch", "numpy"):
@@ -232,6 +278,7 @@ class Loader(Closing):
         # concurrent whole-segment reads: 2 keep an HDD streaming without making it seek between many
         # streams; fast devices (SSD, NVMe, network) want a deeper queue
         self.io_threads = io_threads or (2 if hdd else 4)
+        self.io, self.io_reason = _io_mode(io, hdd, lmdb, self.path, self.manifest)
         self.layout = Layout(self.table.starts)
 
         self._epoch = 0
@@ -429,7 +476,8 @@ class _Epoch(Closing):
         self.ring, self.buffers = loader._memory()
         lmdb = loader.manifest.backend == "lmdb"
         self.files = None if lmdb else ShardFiles(loader.path, loader.manifest,
-                                                  "random" if loader.order == "random" else "sequential")
+                                                  "random" if loader.order == "random" else "sequential",
+                                                  direct=loader.io == "direct")
         self.lmdb = LmdbRecords(loader.path, loader.manifest.records) if lmdb else None
         self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(loader.threads,
                                                                   thread_name_prefix="recpack-decode")

@@ -19,6 +19,7 @@ steady stream of reads touches the same, already mapped memory instead of faulti
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import threading
 import weakref
@@ -128,19 +129,34 @@ class _File:
     """A read-only file with positional reads that work on every platform (``os.preadv`` where it exists,
     else a locked seek + readinto)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, direct: bool = False) -> None:
         self.path = path
-        self._f = open(path, "rb", buffering=0)
+        self.direct = False
+        fd = -1
+        if direct and hasattr(os, "O_DIRECT"):
+            try:  # file systems without direct I/O (tmpfs, some network ones) refuse it: read through the cache
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+                self.direct = True
+            except OSError:
+                fd = -1
+        self._f = open(fd if fd >= 0 else path, "rb", buffering=0)
         self.fd = self._f.fileno()
         self.size = os.fstat(self.fd).st_size
         self._lock = threading.Lock()
 
     def read_into(self, view: memoryview, offset: int) -> int:
-        """Fill ``view`` from ``offset`` (fewer bytes at EOF); returns the bytes read."""
+        """Fill ``view`` from ``offset`` (fewer bytes at EOF); returns the bytes read. With direct I/O,
+        ``view``'s address, length and ``offset`` must be multiples of ALIGN (read_into below sees to it)."""
         done = 0
         while done < len(view):
             if hasattr(os, "preadv"):
-                n = os.preadv(self.fd, [view[done:]], offset + done)
+                try:
+                    n = os.preadv(self.fd, [view[done:]], offset + done)
+                except OSError as exc:
+                    if not self.direct or exc.errno != errno.EINVAL:
+                        raise
+                    self._buffered()  # direct I/O refused this request (alignment): go through the cache
+                    continue
             else:
                 with self._lock:
                     self._f.seek(offset + done)
@@ -149,6 +165,13 @@ class _File:
                 break
             done += n
         return done
+
+    def _buffered(self) -> None:
+        with self._lock:
+            if self.direct:
+                f = open(self.path, "rb", buffering=0)
+                old, self._f, self.fd, self.direct = self._f, f, f.fileno(), False
+                old.close()
 
     def close(self) -> None:
         self._f.close()
@@ -187,8 +210,10 @@ class BufferPool:
             base = bucket.pop() if bucket else None
             if base is not None:
                 self._free_bytes -= c
-        if base is None:
-            base = np.empty(c, dtype=np.uint8)
+        if base is None:  # ALIGN-aligned, so that direct I/O can read into it
+            raw = np.empty(c + ALIGN, dtype=np.uint8)
+            skip = -raw.ctypes.data % ALIGN
+            base = raw[skip:skip + c]
             self.allocated += 1
         # The finalizer watches a ctypes object over the buffer, not the array handed out: numpy slices of an
         # array point at its base, not at the array, so the array can die while its slices live on. Every
@@ -214,9 +239,12 @@ class BufferPool:
 def read_into(f: _File, buf: bytearray, at: int, start: int, end: int) -> tuple[int, int]:
     """Read file bytes [start, end) widened to ALIGN boundaries into ``buf[at:]``.
 
-    Returns (buffer position of file offset ``start``, bytes read). ``buf`` must be large enough."""
+    Returns (buffer position of file offset ``start``, bytes read). ``buf[at:]`` must hold the widened span
+    and, for direct I/O, start at an ALIGN-aligned address (BufferPool's buffers do)."""
     a = start - start % ALIGN
-    b = min(-(-end // ALIGN) * ALIGN, f.size)
+    b = -(-end // ALIGN) * ALIGN  # a direct read must be whole blocks; past EOF it just comes back short
+    if not f.direct:
+        b = min(b, f.size)
     n = f.read_into(memoryview(buf)[at:at + (b - a)], a)
     if a + n < end:
         raise FormatError(f"shard is shorter than its table says (read ended at {a + n}, needed {end}); "
@@ -234,12 +262,13 @@ def record_payload(view: memoryview, shard: str, offset: int) -> memoryview:
 class ShardFiles:
     """Open shard files of one dataset, with cache hints chosen for the read pattern."""
 
-    def __init__(self, folder: str, manifest: Manifest, pattern: str) -> None:
+    def __init__(self, folder: str, manifest: Manifest, pattern: str, direct: bool = False) -> None:
         self.names = [s.name for s in manifest.shards]
         self.paths = [os.path.join(folder, n) for n in self.names]
         self._files: list[_File | None] = [None] * len(self.paths)
         self._lock = threading.Lock()
         self.pattern = pattern  # "sequential" | "random"
+        self.direct = direct  # O_DIRECT where the file system allows it (see _File)
 
     def file(self, s: int) -> _File:
         f = self._files[s]
@@ -247,8 +276,9 @@ class ShardFiles:
             with self._lock:
                 f = self._files[s]
                 if f is None:
-                    f = _File(self.paths[s])
-                    _advise(f.fd, "RANDOM" if self.pattern == "random" else "SEQUENTIAL")
+                    f = _File(self.paths[s], self.direct)
+                    if not f.direct:
+                        _advise(f.fd, "RANDOM" if self.pattern == "random" else "SEQUENTIAL")
                     self._files[s] = f
         return f
 

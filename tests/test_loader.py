@@ -452,3 +452,42 @@ def test_memory_is_flat_across_epochs(dataset: Path) -> None:
     gc.collect()
     assert _fds() <= fds and not wait_no_threads()
     assert _rss() - rss < 16 << 20, f"RSS grew by {(_rss() - rss) >> 20} MiB over 20 epochs"
+
+
+def test_direct_io_reads_the_same_bytes(dataset: Path) -> None:
+    from recpack.storage import _File
+
+    probe = _File(str(next(dataset.glob("*.rpk"))), direct=True)
+    direct_here = probe.direct
+    probe.close()
+    want = epoch_batches(Loader(dataset, seed=3, order="shard_shuffle", io="buffered", **SMALL))
+    loader = Loader(dataset, seed=3, order="shard_shuffle", io="direct", **SMALL)
+    got = epoch_batches(loader)
+    assert loader.io == "direct" and loader.io_reason == "chosen by the caller"
+    assert len(got) == len(want) and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                                         for a, b in zip(got, want))
+    with recpack.open(dataset) as ds:
+        stored = {i: bytes(ds[i].data) for i in range(len(ds))}
+    raw = Loader(dataset, seed=1, order="random", decode=False, transform=None, io="direct", **SMALL)
+    for b, (items, _) in enumerate(raw):
+        assert [bytes(x) for x in items] == [stored[i] for i in raw.batch_ids(0, b).tolist()]
+    for ld in (loader, raw):
+        ld.close()
+    if not direct_here:
+        pytest.skip("this file system refuses O_DIRECT: the Loader read through the page cache instead")
+
+
+def test_io_auto_goes_direct_only_for_big_data_on_hdd_like_devices(dataset: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import recpack.loader as RL
+
+    manifest = recpack.index.read_manifest(str(dataset))
+    assert RL._io_mode("auto", False, False, str(dataset), manifest)[0] == "buffered"
+    assert RL._io_mode("auto", True, True, str(dataset), manifest)[0] == "buffered"  # LMDB
+    monkeypatch.setattr(RL, "_memory_available", lambda: 1 << 40)
+    assert RL._io_mode("auto", True, False, str(dataset), manifest)[0] == "buffered"  # fits the cache
+    monkeypatch.setattr(RL, "_memory_available", lambda: 1000)
+    mode, why = RL._io_mode("auto", True, False, str(dataset), manifest)
+    assert mode == "direct" and "page cache" in why
+    with pytest.raises(ValueError, match="io must be"):
+        Loader(dataset, io="fast", **SMALL)
