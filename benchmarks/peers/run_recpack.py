@@ -6,10 +6,13 @@
 decoded: ``Loader(transform="train", size=224, device="cpu", threads=--workers)`` (order "auto" unless
 --variant names one). raw: ``Loader(decode=False, transform=None, order="shard_shuffle" (or --variant),
 threads=--workers)``: the checked record bytes, shuffled, no decode.
---variant ORDER[,run=N,interleave=N,window=N] sets the order and its shard_shuffle options.
+--variant ORDER[,run=N,interleave=N,window=N,io=MODE] sets the order, its shard_shuffle options and the
+Loader's io mode (auto, buffered, direct).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import sys
 from pathlib import Path
@@ -33,7 +36,7 @@ def main() -> None:
 
     # --variant ORDER[,run=N,interleave=N,window=N]: the order and its shard_shuffle options
     order, *opts = (args.variant or "").split(",")
-    kw = {k: int(v) for k, v in (o.split("=") for o in opts)}
+    kw: dict[str, Any] = {k: (int(v) if v.isdigit() else v) for k, v in (o.split("=") for o in opts)}
     if args.mode == "decoded":
         loader = recpack.Loader(out, batch_size=args.batch_size, seed=args.seed, transform="train", size=224,
                                 device="cpu", threads=args.workers, order=order or "auto", **kw)
@@ -60,7 +63,8 @@ def main() -> None:
                 break
 
     res = timed_epochs(args, [out], epoch, warmup)
-    emit(f"recpack.Loader ({args.workers} threads, {loader.order})", args.mode,
+    io = f", io={loader.io}" if "io" in kw else ""
+    emit(f"recpack.Loader ({args.workers} threads, {loader.order}{io})", args.mode,
          f"recpack {recpack.__version__}, torch {torch.__version__}", res, order_reason=loader.order_reason,
          records=total)
 
