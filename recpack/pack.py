@@ -358,6 +358,10 @@ def _prepare_out(out: str, plan: _Plan, opts: PackOptions) -> Manifest | None:
         try:
             with open(os.path.join(state, "plan.json"), "rb") as f:
                 old_fp = json.loads(f.read(1 << 20)).get("fingerprint")
+        except FileNotFoundError:
+            # killed between creating the state folder and writing plan.json (found by kill -9 trials):
+            # nothing is written before plan.json, so there is nothing to keep or to protect
+            old_fp = plan.fingerprint
         except (OSError, ValueError, AttributeError):
             old_fp = None
         if old_fp != plan.fingerprint:
@@ -376,7 +380,10 @@ def _prepare_out(out: str, plan: _Plan, opts: PackOptions) -> Manifest | None:
 
 
 def _disk_error(exc: OSError, out: str, what: str) -> PackError:
-    free = shutil.disk_usage(out).free if os.path.isdir(out) else 0
+    where = out
+    while not os.path.isdir(where) and os.path.dirname(where) != where:  # out itself may not exist yet
+        where = os.path.dirname(where) or "."
+    free = shutil.disk_usage(where).free if os.path.isdir(where) else 0
     return PackError(f"{what}: {os.strerror(exc.errno or 0)} ({free} bytes free on the device of {out}). "
                      "Finished shards are kept: free some space and re-run the same command to resume.")
 
@@ -585,7 +592,12 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
     out = os.fspath(out)
     plan = _make_plan(src if isinstance(src, Source) else os.fspath(src), None if root is None else os.fspath(root),
                       opts)
-    existing = _prepare_out(out, plan, opts)
+    try:
+        existing = _prepare_out(out, plan, opts)
+    except OSError as exc:  # a disk full before the first shard (found on a real full ext4)
+        if exc.errno in _DISK_FULL:
+            raise _disk_error(exc, out, "preparing the output folder") from None
+        raise
     if existing is not None:
         return PackResult(out, existing.records, [], [ShardInfo(s.name, s.records, s.bytes, s.crc32c)
                                                      for s in existing.shards], existing.total_bytes,
@@ -601,10 +613,14 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
         else:
             records, nbytes, skipped, resumed = _pack_lmdb(out, plan, opts, pool, bar)
             infos = []
+        _write_report(out, skipped)
+    except OSError as exc:  # shards turn their own into PackError; this is progress records and the report
+        if exc.errno in _DISK_FULL:
+            raise _disk_error(exc, out, "writing progress records or the pack report") from None
+        raise
     finally:
         pool.close()
         bar.close()
-    _write_report(out, skipped)
     manifest = Manifest(records=records, backend=opts.backend,
                         shards=[ShardEntry(s.name, s.records, s.bytes, s.crc32c) for s in infos],
                         classes=list(plan.source.classes),
