@@ -292,8 +292,8 @@ def table_row(offset: int, length: int, label: Any, width: int, height: int) -> 
         first = label[0] if label else None
     else:
         first = label
-    if isinstance(first, bool) or not isinstance(first, int):
-        flags |= FLAG_NO_INT_LABEL
+    if isinstance(first, bool) or not isinstance(first, int) or not -(1 << 63) <= first < 1 << 63:
+        flags |= FLAG_NO_INT_LABEL  # (an integer too large for the i64 column stays in the record's meta)
         int_label = -1
     else:
         int_label = first

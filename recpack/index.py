@@ -131,9 +131,17 @@ def locate(path: str | os.PathLike[str]) -> str:
     return p
 
 
+def _encodable(name: str) -> bool:
+    """True when ``name`` is a file name the OS can take: encodable, and at most 255 bytes (NAME_MAX)."""
+    try:
+        return len(os.fsencode(name)) <= 255
+    except UnicodeEncodeError:  # a lone surrogate from a JSON "\\ud800" escape
+        return False
+
+
 def _safe_name(folder: str, name: Any, what: str) -> str:
     if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
-            or os.path.isabs(name) or "\x00" in name):
+            or os.path.isabs(name) or "\x00" in name or not _encodable(name)):
         raise ManifestError(f"{folder}/{MANIFEST_NAME}: {what} name {name!r} is not a plain file name inside "
                             "the dataset folder; refusing to open it (was the manifest edited?)")
     full = os.path.join(folder, name)

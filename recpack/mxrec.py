@@ -131,7 +131,8 @@ def read_idx(path: str, rec_size: int | None = None) -> tuple[np.ndarray, np.nda
             if len(parts) != 2:
                 raise ValueError(line)
             key, off = int(parts[0]), int(parts[1])
-            if off < 0 or off % 4 or (rec_size is not None and off + _FRAME.size > rec_size):
+            if (off < 0 or off % 4 or off >= 1 << 63 or not -(1 << 63) <= key < 1 << 63
+                    or (rec_size is not None and off + _FRAME.size > rec_size)):  # numbers that fit int64
                 raise ValueError(line)
         except ValueError:
             raise FormatError(f"line {lineno}: expected 'key<TAB>offset' with a 4-aligned offset inside the "
