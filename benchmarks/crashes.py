@@ -249,7 +249,8 @@ def soak(dataset: str | os.PathLike[str], *, seconds: float | None = None, steps
             break
         action = ACTIONS[rng.randrange(len(ACTIONS))]
         k = rng.randrange(max(1, n_batches))
-        loader.set_epoch(rng.randrange(1000))
+        # always another epoch: the same one again would resume where the last step stopped (by design)
+        loader.set_epoch((loader.epoch + 1 + rng.randrange(999)) % 1000)
         try:
             if action == "full epoch":
                 got = sum(1 for _ in loader)
