@@ -67,7 +67,10 @@ class Options:
     the raw files (default: all cores). order: order of the shuffled runs ("auto" probes the device).
     max_images: images per run at most (0: a whole epoch). time_limit: seconds at most for the bounded runs
     (raw files, sequential read). decode_images: records decoded from memory. seq_bytes: bytes read
-    sequentially at most. warm: do not evict the page cache (numbers are labelled warm).
+    sequentially at most. warm: do not evict the page cache (numbers are labelled warm). io: the Loader's io
+    mode for the packed-record and Loader runs; "cold" (default) is what ``io="auto"`` picks for a dataset that
+    does not fit in memory -- the case a cold-cache run stands for: direct I/O on an HDD-like device, the page
+    cache elsewhere (see :func:`open_loader`).
     """
 
     device: str | None = None
@@ -83,6 +86,7 @@ class Options:
     warm: bool = False
     seed: int = 0
     progress: bool = True
+    io: str = "cold"
 
     @property
     def n_threads(self) -> int:
@@ -202,14 +206,30 @@ def read_files(paths: Sequence[str], opts: Options, roots: Sequence[str] = ()) -
     return _run("files", images, nbytes, seconds, cache, note=note, **extra)
 
 
+def open_loader(dataset: str, opts: Options, **kwargs: Any) -> Any:
+    """A Loader for a cold-cache run: with ``opts.io == "cold"``, io="auto" except on an HDD-like device,
+    where it is "direct" (what auto picks there once the shards exceed half the memory; a cold run measures
+    exactly that case, whatever the size of the benchmark's own dataset); otherwise ``opts.io``."""
+    from ..loader import Loader
+    from ..order import is_hdd_like
+
+    io = "auto" if opts.io == "cold" else opts.io
+    loader = Loader(dataset, opts.batch_size, io=io, **kwargs)
+    probe = loader.device_probe
+    if (opts.io == "cold" and not opts.warm and loader.io != "direct" and probe is not None
+            and is_hdd_like(probe)):  # type: ignore[arg-type]
+        loader.close()
+        loader = Loader(dataset, opts.batch_size, io="direct", **kwargs)
+        loader.io_reason = "HDD-like device, cold run: direct I/O, as io='auto' picks for data larger than RAM"
+    return loader
+
+
 def read_records(dataset: str, opts: Options, shuffled: bool) -> dict[str, Any]:
     """Runs 2 and 3: raw records (``Loader(decode=False)``: read and CRC-checked, not decoded), in shard order
     or shuffled with ``opts.order``; the order used and why are reported."""
-    from ..loader import Loader
-
     name = "records_shuffled" if shuffled else "records_sequential"
-    with Loader(dataset, opts.batch_size, shuffle=shuffled, order=opts.order if shuffled else "auto",
-                transform=None, decode=False, device="cpu", threads=opts.n_threads, seed=opts.seed) as loader:
+    with open_loader(dataset, opts, shuffle=shuffled, order=opts.order if shuffled else "auto",
+                     transform=None, decode=False, device="cpu", threads=opts.n_threads, seed=opts.seed) as loader:
         want = opts.cap(loader.table.n)
         cache = evict(data_files(dataset), warm=opts.warm)
         images = nbytes = 0
@@ -222,7 +242,8 @@ def read_records(dataset: str, opts: Options, shuffled: bool) -> dict[str, Any]:
                 if images >= want:
                     break
             seconds = time.perf_counter() - t0
-        extra = {"order_reason": loader.order_reason, "io_threads": loader.io_threads,
+        extra = {"order_reason": loader.order_reason, "io_threads": loader.io_threads, "io": loader.io,
+                 "io_reason": loader.io_reason,
                  "run": loader.order_kw["run"] if loader.order == "shard_shuffle" else None}
         order = loader.order
     note = f"order chosen: {extra['order_reason']}" if shuffled and opts.order == "auto" else ""
@@ -297,10 +318,9 @@ def full_loader(dataset: str, opts: Options) -> dict[str, Any]:
     ``opts.order``, end to end; returns the run with the Loader's ``stats`` under ``"loader_stats"``."""
     import torch
 
-    from ..loader import Loader
 
-    with Loader(dataset, opts.batch_size, shuffle=True, order=opts.order, transform=opts.transform,
-                size=opts.size, device=opts.device, threads=opts.n_threads, seed=opts.seed) as loader:
+    with open_loader(dataset, opts, shuffle=True, order=opts.order, transform=opts.transform,
+                     size=opts.size, device=opts.device, threads=opts.n_threads, seed=opts.seed) as loader:
         want = opts.cap(loader.table.n)
         cuda = loader.device.type == "cuda"
         cache = evict(data_files(dataset), warm=opts.warm)
@@ -321,7 +341,7 @@ def full_loader(dataset: str, opts: Options) -> dict[str, Any]:
         mean_len = float(loader.table.length.mean()) if loader.table.n else 0.0
         # bytes read is exact for a whole epoch; an early stop has read a little ahead, so count what was used
         nbytes = int(stats["read_bytes"]) if complete else int(images * mean_len)
-        extra = {"device": str(loader.device), "pinned": cuda, "order_reason": loader.order_reason,
+        extra = {"device": str(loader.device), "pinned": cuda, "order_reason": loader.order_reason, "io": loader.io,
                  "loader_stats": stats, "threads": loader.threads}
         order = loader.order
     return _run("loader", images, nbytes, seconds, cache, order=order,
@@ -467,7 +487,7 @@ def _child_argv(opts: Options, runs: Sequence[str]) -> Callable[[list[Path]], li
                 "--batch-size", str(opts.batch_size), "--transform", opts.transform, "--size", str(opts.size),
                 "--order", opts.order, "--max-images", str(opts.max_images), "--time-limit", str(opts.time_limit),
                 "--decode-images", str(opts.decode_images), "--seq-bytes", str(opts.seq_bytes),
-                "--seed", str(opts.seed), "--runs", ",".join(runs)]
+                "--seed", str(opts.seed), "--runs", ",".join(runs), "--io", opts.io]
         if opts.device:
             args += ["--device", opts.device]
         if opts.threads:
@@ -524,6 +544,9 @@ def _runs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, 
 @click.option("--size", type=click.IntRange(1), default=224, show_default=True, help="Output side in pixels.")
 @click.option("--order", type=click.Choice(["auto", "shard_shuffle", "random"]), default="auto", show_default=True,
               help="Order of the shuffled runs; auto measures the device and picks (reported).")
+@click.option("--io", type=click.Choice(["cold", "auto", "buffered", "direct"]), default="cold", show_default=True,
+              help="Loader io mode of the packed-record and Loader runs. cold: what io=auto picks for a dataset "
+                   "larger than RAM (direct on HDD-like devices, the page cache elsewhere).")
 @click.option("--max-images", type=click.IntRange(0), default=10_000, show_default=True,
               help="Images per run at most (0: a whole epoch).")
 @click.option("--time-limit", type=click.FloatRange(0.1), default=30.0, show_default=True,
@@ -545,7 +568,7 @@ def _runs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, 
               help="Also write a PNG with bars per run and per stage (needs matplotlib).")
 @click.option("--no-progress", is_flag=True, help="No progress bars (they go to stderr).")
 def dataset_command(image_dir: str, packed_dataset: str | None, device: str | None, threads: int | None,
-                    batch_size: int, transform: str, size: int, order: str, max_images: int, time_limit: float,
+                    batch_size: int, transform: str, size: int, order: str, io: str, max_images: int, time_limit: float,
                     decode_images: int, seq_bytes: int, runs: tuple[str, ...], emulate: str | None, warm: bool,
                     seed: int, workdir: str | None, as_json: bool, plot_path: str | None, no_progress: bool) -> None:
     """Time IMAGE_DIR's raw files, its packed records (PACKED_DATASET, or a temporary pack of IMAGE_DIR), decode
@@ -553,7 +576,7 @@ def dataset_command(image_dir: str, packed_dataset: str | None, device: str | No
     breakdown and the bottleneck with what to do about it."""
     opts = Options(device=device, threads=threads, batch_size=batch_size, transform=transform, size=size,
                    order=order, max_images=max_images, time_limit=time_limit, decode_images=decode_images,
-                   seq_bytes=seq_bytes, warm=warm, seed=seed, progress=not no_progress)
+                   seq_bytes=seq_bytes, warm=warm, seed=seed, progress=not no_progress, io=io)
 
     def body() -> None:
         try:
