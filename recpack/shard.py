@@ -222,6 +222,17 @@ class _Sequential:
         self._f.close()
 
 
+def open_shard(path: str) -> int:
+    """A read-only descriptor of the shard file at ``path``; a file that is missing or cannot be opened is a
+    FormatError naming it (a dataset whose index.json lists it is incomplete), not a bare OSError."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise FormatError(f"cannot open the shard ({exc.strerror or exc}); the dataset's index.json lists it, so "
+                          "the dataset is incomplete or unreadable: copy it again, or fix the permissions", path
+                          ) from exc
+
+
 class ShardReader(Closing):
     """Random and sequential access to one shard. Opening reads and checks the header and footer table.
 
@@ -230,7 +241,7 @@ class ShardReader(Closing):
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = -1
-        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self.fd = open_shard(path)
         try:
             self.size = os.fstat(self.fd).st_size
             self.header = unpack_header(pread(self.fd, HEADER_STRUCT.size, 0), path, self.size)

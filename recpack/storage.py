@@ -32,6 +32,7 @@ import numpy as np
 from .errors import FormatError
 from .format import ALIGN, split_record
 from .index import Manifest
+from .shard import open_shard
 
 __all__ = ["BufferPool", "Table", "ShardFiles", "LmdbRecords", "Segments", "plan_segments", "record_payload",
            "read_into"]
@@ -139,7 +140,9 @@ class _File:
                 self.direct = True
             except OSError:
                 fd = -1
-        self._f = open(fd if fd >= 0 else path, "rb", buffering=0)
+        if fd < 0:
+            fd = open_shard(path)
+        self._f = open(fd, "rb", buffering=0)
         self.fd = self._f.fileno()
         self.size = os.fstat(self.fd).st_size
         self._lock = threading.Lock()

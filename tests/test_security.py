@@ -200,3 +200,25 @@ def test_no_pickle_marshal_or_eval_in_the_package() -> None:
             if name in FORBIDDEN or tuple(name.split(".")) in FORBIDDEN_ATTRS:
                 found.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {name}")
     assert not found, found
+
+
+def test_a_missing_shard_is_a_clear_error_everywhere(tmp_path: Path) -> None:
+    """Found by atheris (benchmarks/fuzz_atheris.py, manifest target): a manifest naming a shard that is not
+    there raised a bare FileNotFoundError from open, iteration and the Loader."""
+    from recpack.errors import FormatError
+    from recpack.loader import Loader
+    from recpack.pack import PackOptions, pack
+    from recpack.synth import make_image_folder
+    from recpack.verify import verify
+
+    make_image_folder(tmp_path / "src", 9, classes=3, size=(32, 24), seed=2)
+    pack(tmp_path / "src", tmp_path / "ds", PackOptions(num_shards=3, workers=0, progress=False, fsync=False))
+    (tmp_path / "ds" / "shard-00001.rpk").unlink()
+    with pytest.raises(FormatError, match="shard-00001.rpk.*cannot open the shard"):
+        with recpack.open(tmp_path / "ds") as ds:
+            for _ in ds:
+                pass
+    with pytest.raises(FormatError, match="cannot open the shard"):
+        Loader(tmp_path / "ds", batch_size=4, size=16, device="cpu")
+    result = verify(str(tmp_path / "ds"))
+    assert result.problems and "missing" in result.problems[0].message
