@@ -143,7 +143,8 @@ def section(results: dict[str, dict[str, Any]], resized: dict[str, Any] | None, 
         notes = [f"files: {by['files']['note']}" if "files" in by else "",
                  f"shuffled records: {by['records_shuffled']['order']}"
                  + (f", run {by['records_shuffled']['run']} records" if by["records_shuffled"].get("run") else "")
-                 + f", {by['records_shuffled']['io_threads']} concurrent reads" if "records_shuffled" in by else "",
+                 + f", {by['records_shuffled']['io_threads']} concurrent reads"
+                 + f", {by['records_shuffled'].get('io', 'buffered')} I/O" if "records_shuffled" in by else "",
                  f"decode: {by['decode']['note']}" if "decode" in by else ""]
         lines.append(f"- {d}: " + "; ".join(x for x in notes if x) + ".")
     lines += ["", stage_head, "| --- | " + " | ".join("---:" for _ in names) + " |", *stage_rows, "", *advice, ""]
