@@ -49,9 +49,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from .interrupts import signals_as_interrupt
 from .errors import RecpackError
 
 __all__ = [
@@ -653,32 +653,6 @@ def _close_leftovers() -> None:
         dev.close(raise_errors=False)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM/SIGHUP, raised as KeyboardInterrupt so that ``finally`` blocks run."""
-
-
-@contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """In the main thread, turn SIGTERM and SIGHUP (where their handler is the default, which would kill the
-    process without cleanup) into KeyboardInterrupt for the block."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated(f"signal {signal.Signals(signum).name}")
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) == signal.SIG_DFL:
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 @contextmanager
 def emulated_device(profile: str | Profile, size: int, workdir: str | os.PathLike[str] | None = None,
                     fs: str = "ext4", *, read_ahead_kb: int | None = None) -> Iterator[EmulatedDevice]:
@@ -706,7 +680,7 @@ def emulated_device(profile: str | Profile, size: int, workdir: str | os.PathLik
     if not parent.is_dir():
         raise ValueError(f"workdir {parent} is not a folder")
     dev = EmulatedDevice(prof, size, parent, fs, method, root, read_ahead_kb)
-    with _signals_as_interrupt():
+    with signals_as_interrupt():
         try:
             dev._setup()
             yield dev

@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -39,7 +38,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -49,6 +47,7 @@ from .. import __version__
 from ..cliutil import exit_on_errors, parse_size
 from ..errors import RecpackError
 from ..index import read_manifest
+from ..interrupts import signals_as_interrupt
 from . import report
 from .cache import evict
 
@@ -437,23 +436,6 @@ def run_benchmark(image_dir: str, dataset: str, opts: Options, *, packed_here: b
 # ---------------------------------------------------------------------------------------------- temp pack
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread for the block, so that ``finally`` cleans up."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@contextlib.contextmanager
 def packed_dataset(image_dir: str, dataset: str | None, *, workdir: str | None = None,
                    progress: bool = True) -> Iterator[tuple[str, bool]]:
     """``(dataset path, packed_here)``: ``dataset`` itself, or ``image_dir`` packed (recpack.pack defaults) into
@@ -465,7 +447,7 @@ def packed_dataset(image_dir: str, dataset: str | None, *, workdir: str | None =
         return
     from ..pack import PackOptions, pack
 
-    with _sigterm_as_interrupt():
+    with signals_as_interrupt():
         tmp = tempfile.mkdtemp(prefix="recpack-bench-", dir=workdir)
         try:
             out = os.path.join(tmp, "dataset")

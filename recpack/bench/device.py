@@ -53,15 +53,12 @@ import mmap
 import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -71,6 +68,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..cliutil import SizeType, exit_on_errors
 from ..errors import RecpackError
+from ..interrupts import signals_as_interrupt
 from .cache import cached_fraction, evict, evict_file, supports_o_direct
 from .stats import CLASS_LABELS, classify, summarize
 
@@ -371,27 +369,6 @@ def tests_for(threads: int, record_bytes: int) -> list[ReadSpec]:
 
 #: The default tests (16 threads, 110 KiB records).
 TESTS = tests_for(16, 110 << 10)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise KeyboardInterrupt in the main thread for the block, so ``finally`` cleans up."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) == signal.SIG_DFL:
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _test_dir(path: str | os.PathLike[str]) -> Path:
@@ -720,7 +697,7 @@ def bench_device(path: str | os.PathLike[str], *, size: int = GiB, duration: flo
                                            "seed": seed},
                               "file": {}, "tests": {}}
     test_file: Path | None = None
-    with _sigterm_as_interrupt():
+    with signals_as_interrupt():
         try:
             t0 = time.perf_counter()
             test_file = make_test_file(folder, fsize, seed=seed, progress=progress)
