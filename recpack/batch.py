@@ -56,14 +56,8 @@ class SlotRing:
         if count < 1:
             raise ValueError(f"slot count must be >= 1, not {count}")
         self.pin = pin
-        self.slots = []
-        for i in range(count):
-            images = None
-            if image_shape is not None:
-                images = torch.empty((batch_size, *image_shape), dtype=image_dtype, pin_memory=pin)
-            labels = torch.empty((batch_size,), dtype=torch.int64, pin_memory=pin)
-            self.slots.append(Slot(i, images, labels))
         self._shape = (batch_size, image_shape, image_dtype)
+        self.slots = [self._new_slot(i) for i in range(count)]
         self._free: queue.Queue[Slot] = queue.Queue()
         for s in self.slots:
             self._free.put(s)
@@ -116,11 +110,16 @@ class SlotRing:
         with self._lock:
             if len(self._lent) < len(self.slots):
                 return None
-            batch_size, image_shape, dtype = self._shape
-            images = None if image_shape is None else torch.empty((batch_size, *image_shape), dtype=dtype)
-            slot = Slot(len(self.slots), images, torch.empty((batch_size,), dtype=torch.int64))
+            slot = self._new_slot(len(self.slots))
             self.slots.append(slot)
             return slot
+
+    def _new_slot(self, index: int) -> Slot:
+        batch_size, image_shape, dtype = self._shape
+        images = None
+        if image_shape is not None:
+            images = torch.empty((batch_size, *image_shape), dtype=dtype, pin_memory=self.pin)
+        return Slot(index, images, torch.empty((batch_size,), dtype=torch.int64, pin_memory=self.pin))
 
     @property
     def nbytes(self) -> int:

@@ -76,7 +76,7 @@ def _memory_available() -> int:
         return 0
 
 
-def _io_mode(io: str, hdd: bool, lmdb: bool, path: str, manifest: Manifest) -> tuple[str, str]:
+def _io_mode(io: str, hdd: bool, lmdb: bool, shard_paths: list[str]) -> tuple[str, str]:
     """("buffered" | "direct", why). auto: direct I/O on an HDD-like device when the dataset is larger than
     half the memory the page cache could use (it cannot stay cached, so caching it only costs), else buffered.
     Direct reads reach the device as full-size requests: on the emulated HDD, whose budget is requests, that
@@ -88,9 +88,9 @@ def _io_mode(io: str, hdd: bool, lmdb: bool, path: str, manifest: Manifest) -> t
     if not hdd:
         return "buffered", "not an HDD-like device: the page cache keeps later epochs in memory"
     size = 0
-    for entry in manifest.shards:
+    for shard in shard_paths:
         try:
-            size += os.path.getsize(os.path.join(path, entry.name))
+            size += os.path.getsize(shard)
         except OSError:
             pass
     avail = _memory_available()
@@ -255,9 +255,10 @@ class Loader(Closing):
         self.dtype = dtype
 
         lmdb = self.manifest.backend == "lmdb"
+        shard_paths = [os.path.join(self.path, e.name) for e in self.manifest.shards]
         self.device_probe: dict[str, Any] | None = None
         if not lmdb and ((shuffle and order == "auto") or (order in ("auto", "shard_shuffle") and run is None)):
-            self.device_probe = dict(probe_latency([os.path.join(self.path, e.name) for e in self.manifest.shards]))
+            self.device_probe = dict(probe_latency(shard_paths))
         hdd = self.device_probe is not None and is_hdd_like(self.device_probe)  # type: ignore[arg-type]
         if not shuffle:
             self.order, self.order_reason = "sequential", "shuffle=False"
@@ -267,8 +268,7 @@ class Loader(Closing):
             self.order, self.order_reason = "random", "LMDB backend: records are read through a memory map"
         else:
             assert self.device_probe is not None
-            self.order, self.order_reason = order_for_probe(
-                self.device_probe, [os.path.join(self.path, e.name) for e in self.manifest.shards])  # type: ignore[arg-type]
+            self.order, self.order_reason = order_for_probe(self.device_probe, shard_paths)  # type: ignore[arg-type]
         mean_len = float(self.table.length.mean()) if self.table.n else 1.0
         if run is None:
             run = max(64, math.ceil((64 << 20) / max(mean_len, 1.0))) if hdd else 64
@@ -278,7 +278,7 @@ class Loader(Closing):
         # concurrent whole-segment reads: 2 keep an HDD streaming without making it seek between many
         # streams; fast devices (SSD, NVMe, network) want a deeper queue
         self.io_threads = io_threads or (2 if hdd else 4)
-        self.io, self.io_reason = _io_mode(io, hdd, lmdb, self.path, self.manifest)
+        self.io, self.io_reason = _io_mode(io, hdd, lmdb, shard_paths)
         self.layout = Layout(self.table.starts)
 
         self._epoch = 0

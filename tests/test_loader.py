@@ -481,13 +481,13 @@ def test_io_auto_goes_direct_only_for_big_data_on_hdd_like_devices(dataset: Path
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import recpack.loader as RL
 
-    manifest = recpack.index.read_manifest(str(dataset))
-    assert RL._io_mode("auto", False, False, str(dataset), manifest)[0] == "buffered"
-    assert RL._io_mode("auto", True, True, str(dataset), manifest)[0] == "buffered"  # LMDB
+    shards = [str(p) for p in sorted(dataset.glob("*.rpk"))]
+    assert RL._io_mode("auto", False, False, shards)[0] == "buffered"
+    assert RL._io_mode("auto", True, True, shards)[0] == "buffered"  # LMDB
     monkeypatch.setattr(RL, "_memory_available", lambda: 1 << 40)
-    assert RL._io_mode("auto", True, False, str(dataset), manifest)[0] == "buffered"  # fits the cache
+    assert RL._io_mode("auto", True, False, shards)[0] == "buffered"  # fits the cache
     monkeypatch.setattr(RL, "_memory_available", lambda: 1000)
-    mode, why = RL._io_mode("auto", True, False, str(dataset), manifest)
+    mode, why = RL._io_mode("auto", True, False, shards)
     assert mode == "direct" and "page cache" in why
     with pytest.raises(ValueError, match="io must be"):
         Loader(dataset, io="fast", **SMALL)

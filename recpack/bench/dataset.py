@@ -217,8 +217,8 @@ def open_loader(dataset: str, opts: Options, **kwargs: Any) -> Any:
     probe = loader.device_probe
     if (opts.io == "cold" and not opts.warm and loader.io != "direct" and probe is not None
             and is_hdd_like(probe)):  # type: ignore[arg-type]
-        loader.close()
-        loader = Loader(dataset, opts.batch_size, io="direct", **kwargs)
+        # the io mode only takes effect when an iteration opens the shards: no second Loader (and probe)
+        loader.io = "direct"
         loader.io_reason = "HDD-like device, cold run: direct I/O, as io='auto' picks for data larger than RAM"
     return loader
 
