@@ -77,16 +77,17 @@ def _memory_available() -> int:
 
 
 def _io_mode(io: str, hdd: bool, lmdb: bool, shard_paths: list[str]) -> tuple[str, str]:
-    """("buffered" | "direct", why). auto: direct I/O on an HDD-like device when the dataset is larger than
-    half the memory the page cache could use (it cannot stay cached, so caching it only costs), else buffered.
-    Direct reads reach the device as full-size requests: on the emulated HDD, whose budget is requests, that
-    measured 96-98% of the sequential rate against 82-94% through the page cache."""
+    """("buffered" | "direct", why). auto: direct I/O when the dataset is larger than half the memory the page
+    cache could use (it cannot stay cached, so caching it only costs: page-cache bookkeeping and a copy per
+    byte), else buffered (later epochs then come from memory). Direct reads reach the device as full-size
+    requests without the kernel's per-page work; cold, shuffled raw reads measured 96-98% of the sequential
+    rate on the emulated HDD against 82-94% through the page cache, and 1.2-1.3x the buffered MB/s on this
+    VM's NVMe-like disk (docs/benchmarks.md)."""
     if lmdb:
         return "buffered", "LMDB backend: read through its memory map"
     if io != "auto":
         return io, "chosen by the caller"
-    if not hdd:
-        return "buffered", "not an HDD-like device: the page cache keeps later epochs in memory"
+    device = "HDD-like device" if hdd else "fast device"
     size = 0
     for shard in shard_paths:
         try:
@@ -95,9 +96,9 @@ def _io_mode(io: str, hdd: bool, lmdb: bool, shard_paths: list[str]) -> tuple[st
             pass
     avail = _memory_available()
     if avail and size > avail // 2:
-        return "direct", (f"HDD-like device and {size / 1e9:.1f} GB of shards > half of the "
+        return "direct", (f"{device} and {size / 1e9:.1f} GB of shards > half of the "
                           f"{avail / 1e9:.1f} GB the page cache could use")
-    return "buffered", (f"HDD-like device, but {size / 1e9:.1f} GB of shards fit the page cache "
+    return "buffered", (f"{device}; {size / 1e9:.1f} GB of shards fit the page cache "
                         f"({avail / 1e9:.1f} GB available): later epochs come from memory")
 
 
@@ -162,8 +163,8 @@ class Loader(Closing):
             stretch of the order holding consecutive records of one shard (up to 32 MiB on HDD-like devices,
             8 MiB otherwise), read once however many batches it spans.
         io: "buffered" (through the page cache), "direct" (O_DIRECT where the file system allows it, else
-            buffered) or "auto" (default): direct on an HDD-like device when the shards are larger than half
-            the memory available to the page cache, buffered otherwise. ``loader.io`` and ``loader.io_reason``
+            buffered) or "auto" (default): direct when the shards are larger than half the memory available
+            to the page cache (they cannot stay cached), buffered otherwise. ``loader.io`` and ``loader.io_reason``
             say what was picked and why.
 
     ``stats`` (dict, cumulative over every iteration of this loader; times in seconds):

@@ -230,3 +230,20 @@ def test_emulated_sata_ssd(forty_jpegs: Path, tmp_path: Path) -> None:
     assert out["dataset"] == "(temporary pack, removed)" and out["runs"][0]["cache"] == "drop_caches"
     assert [r["images"] for r in out["runs"]] == [0, 40, 40]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cold_runs_read_with_direct_io_like_auto_does_for_data_larger_than_ram(forty_jpegs: Path,
+                                                                               tmp_path: Path) -> None:
+    packed = tmp_path / "packed"
+    recpack.pack(forty_jpegs, packed, recpack.PackOptions(seed=0, progress=False))
+    kw: dict[str, Any] = {"decode": False, "transform": None, "device": "cpu", "threads": 1}
+    cases = [(bench_dataset.Options(), "direct", "cold run"),
+             (bench_dataset.Options(warm=True), "buffered", "fit the page cache"),  # 40 images fit: auto
+             (bench_dataset.Options(io="buffered"), "buffered", "chosen by the caller")]
+    for opts, io, why in cases:
+        loader = bench_dataset.open_loader(str(packed), opts, **kw)
+        try:
+            assert loader.io == io and why in loader.io_reason
+            assert sum(len(items) for items, _ in loader) == 40  # and it reads every record that way
+        finally:
+            loader.close()

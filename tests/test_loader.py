@@ -477,17 +477,19 @@ def test_direct_io_reads_the_same_bytes(dataset: Path) -> None:
         pytest.skip("this file system refuses O_DIRECT: the Loader read through the page cache instead")
 
 
-def test_io_auto_goes_direct_only_for_big_data_on_hdd_like_devices(dataset: Path,
+def test_io_auto_goes_direct_only_for_data_larger_than_the_page_cache(dataset: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import recpack.loader as RL
 
     shards = [str(p) for p in sorted(dataset.glob("*.rpk"))]
-    assert RL._io_mode("auto", False, False, shards)[0] == "buffered"
-    assert RL._io_mode("auto", True, True, shards)[0] == "buffered"  # LMDB
     monkeypatch.setattr(RL, "_memory_available", lambda: 1 << 40)
-    assert RL._io_mode("auto", True, False, shards)[0] == "buffered"  # fits the cache
+    for hdd in (False, True):
+        assert RL._io_mode("auto", hdd, False, shards)[0] == "buffered"  # fits the cache
     monkeypatch.setattr(RL, "_memory_available", lambda: 1000)
-    mode, why = RL._io_mode("auto", True, False, shards)
-    assert mode == "direct" and "page cache" in why
+    for hdd in (False, True):
+        mode, why = RL._io_mode("auto", hdd, False, shards)
+        assert mode == "direct" and "page cache" in why
+        assert RL._io_mode("auto", hdd, True, shards)[0] == "buffered"  # LMDB: its memory map
+        assert RL._io_mode("buffered", hdd, False, shards) == ("buffered", "chosen by the caller")
     with pytest.raises(ValueError, match="io must be"):
         Loader(dataset, io="fast", **SMALL)

@@ -63,7 +63,7 @@ def main() -> None:
                 break
 
     res = timed_epochs(args, [out], epoch, warmup)
-    io = f", io={loader.io}" if "io" in kw else ""
+    io = f", io={loader.io}" if "io" in kw else f", io=auto: {loader.io}"
     emit(f"recpack.Loader ({args.workers} threads, {loader.order}{io})", args.mode,
          f"recpack {recpack.__version__}, torch {torch.__version__}", res, order_reason=loader.order_reason,
          records=total)

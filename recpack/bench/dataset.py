@@ -68,8 +68,7 @@ class Options:
     (raw files, sequential read). decode_images: records decoded from memory. seq_bytes: bytes read
     sequentially at most. warm: do not evict the page cache (numbers are labelled warm). io: the Loader's io
     mode for the packed-record and Loader runs; "cold" (default) is what ``io="auto"`` picks for a dataset that
-    does not fit in memory -- the case a cold-cache run stands for: direct I/O on an HDD-like device, the page
-    cache elsewhere (see :func:`open_loader`).
+    does not fit in memory -- the case a cold-cache run stands for: direct I/O (see :func:`open_loader`).
     """
 
     device: str | None = None
@@ -206,20 +205,18 @@ def read_files(paths: Sequence[str], opts: Options, roots: Sequence[str] = ()) -
 
 
 def open_loader(dataset: str, opts: Options, **kwargs: Any) -> Any:
-    """A Loader for a cold-cache run: with ``opts.io == "cold"``, io="auto" except on an HDD-like device,
-    where it is "direct" (what auto picks there once the shards exceed half the memory; a cold run measures
-    exactly that case, whatever the size of the benchmark's own dataset); otherwise ``opts.io``."""
+    """A Loader for a cold-cache run: with ``opts.io == "cold"`` (and not ``--warm``), io="direct", what
+    io="auto" picks once the shards exceed half the memory (a cold run measures exactly that case, whatever the
+    size of the benchmark's own dataset); otherwise ``opts.io``."""
     from ..loader import Loader
-    from ..order import is_hdd_like
 
+    cold = opts.io == "cold" and not opts.warm
     io = "auto" if opts.io == "cold" else opts.io
     loader = Loader(dataset, opts.batch_size, io=io, **kwargs)
-    probe = loader.device_probe
-    if (opts.io == "cold" and not opts.warm and loader.io != "direct" and probe is not None
-            and is_hdd_like(probe)):  # type: ignore[arg-type]
+    if cold and loader.io != "direct" and loader.manifest.backend != "lmdb":
         # the io mode only takes effect when an iteration opens the shards: no second Loader (and probe)
         loader.io = "direct"
-        loader.io_reason = "HDD-like device, cold run: direct I/O, as io='auto' picks for data larger than RAM"
+        loader.io_reason = "cold run: direct I/O, as io='auto' picks for shards larger than half the memory"
     return loader
 
 
@@ -528,7 +525,7 @@ def _runs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, 
               help="Order of the shuffled runs; auto measures the device and picks (reported).")
 @click.option("--io", type=click.Choice(["cold", "auto", "buffered", "direct"]), default="cold", show_default=True,
               help="Loader io mode of the packed-record and Loader runs. cold: what io=auto picks for a dataset "
-                   "larger than RAM (direct on HDD-like devices, the page cache elsewhere).")
+                   "larger than RAM (direct I/O).")
 @click.option("--max-images", type=click.IntRange(0), default=10_000, show_default=True,
               help="Images per run at most (0: a whole epoch).")
 @click.option("--time-limit", type=click.FloatRange(0.1), default=30.0, show_default=True,
