@@ -49,6 +49,10 @@ def cli() -> None:
               help="Re-encode with the shorter side resized to this many pixels (like im2rec).")
 @click.option("--quality", type=click.IntRange(1, 100), default=None,
               help="JPEG quality when re-encoding (default 95); given alone, re-encodes every image.")
+@click.option("--restart-markers", is_flag=True,
+              help="Losslessly re-write each JPEG with a restart marker after every MCU (same pixels, about the "
+                   "same size, ~3 ms more per image when packing): the Loader's random crops then decode only "
+                   "the part of each image they need (~25% faster). Needs the C extension.")
 @click.option("--convert", type=click.Choice(["jpeg", "reject"]), default="jpeg", show_default=True,
               help="Non-JPEG and CMYK inputs: convert to RGB JPEG, or reject them as bad inputs.")
 @click.option("--check", type=click.Choice(["header", "decode"]), default="header", show_default=True,
@@ -62,7 +66,8 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_errors
 def pack(src: str, out: str, seed: int, shard_size: int, num_shards: int | None, workers: int | None,
-         scheduler: str | None, resize: int | None, quality: int | None, convert: str, check: str, strict: bool,
+         scheduler: str | None, resize: int | None, quality: int | None, restart_markers: bool, convert: str,
+         check: str, strict: bool,
          backend: str, root: str | None, overwrite: bool, no_progress: bool, as_json: bool) -> None:
     """Pack the images in SRC (an ImageFolder tree, an im2rec .lst file or a list of paths) into the
     dataset folder OUT. Bad inputs are skipped and listed in OUT/pack-report.tsv. Re-running the same
@@ -72,7 +77,7 @@ def pack(src: str, out: str, seed: int, shard_size: int, num_shards: int | None,
     from .pack import pack as run_pack
 
     image = ImageOptions(check=check, convert=convert, resize=resize, quality=quality or 95,
-                         reencode=quality is not None)
+                         reencode=quality is not None, restart_markers=restart_markers)
     opts = PackOptions(seed=seed, shard_size=shard_size, num_shards=num_shards, workers=workers,
                        backend=backend, image=image, strict=strict, overwrite=overwrite,
                        progress=not no_progress and not as_json, scheduler=scheduler)

@@ -58,6 +58,11 @@ class ImageOptions:
     reencode: re-encode JPEGs at ``quality`` even without ``resize``.
     max_bytes: files larger than this many bytes are rejected.
     max_pixels: images whose header claims more than width*height pixels are rejected before decoding.
+    restart_markers: losslessly re-write every stored JPEG (its DCT coefficients copied, not re-quantised;
+        APPn/COM markers kept) as a baseline JPEG with optimised Huffman tables and a restart marker after
+        every MCU (:func:`add_restart_markers`). Same pixels, about the same size (-1%..+3%); the Loader's
+        crops then entropy-decode only the MCUs they touch (train-224 region decode ~25% faster). ~3 ms per
+        image when packing. Needs the C extension ``recpack._jpegregion``.
     """
 
     check: str = "header"
@@ -67,6 +72,7 @@ class ImageOptions:
     reencode: bool = False
     max_bytes: int = 256 << 20
     max_pixels: int = 178_956_970
+    restart_markers: bool = False
 
     def __post_init__(self) -> None:
         if self.check not in _CHECKS:
@@ -132,11 +138,42 @@ def prepare(raw: bytes, opts: ImageOptions) -> PreparedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _prepare(raw, opts)
+            out = _prepare(raw, opts)
     except BadImage:
         raise
     except Exception as e:  # any other failure on hostile bytes is reported, never raised
         raise BadImage(_undecodable(e)) from e
+    return _with_restart_markers(out) if opts.restart_markers else out
+
+
+def restart_markers_available() -> str | None:
+    """None when :func:`add_restart_markers` works here, else why not and what to do."""
+    try:
+        from . import _jpegregion  # noqa: F401
+    except ImportError:
+        return ("restart markers need recpack's C extension (recpack._jpegregion), which was not built: "
+                "install the libjpeg-turbo headers (apt-get install libjpeg-dev; brew install jpeg-turbo) and "
+                "a C compiler, then reinstall recpack (pip install -e .)")
+    return None
+
+
+def add_restart_markers(data: bytes) -> bytes:
+    """``data`` (a JPEG) losslessly re-written with a restart marker after every MCU (see
+    ``ImageOptions.restart_markers``). Raises RuntimeError with libjpeg's message on bytes libjpeg refuses
+    (corrupt data included) and ImportError without the C extension."""
+    from . import _jpegregion
+
+    return _jpegregion.add_restarts(data)
+
+
+def _with_restart_markers(p: PreparedImage) -> PreparedImage:
+    """``p`` with restart markers; unchanged when libjpeg refuses the bytes (they still decode through the
+    ordinary path: a header-checked JPEG with corrupt data stays as it was)."""
+    try:
+        data = add_restart_markers(p.data)
+    except RuntimeError:
+        return p
+    return PreparedImage(data, p.width, p.height, p.meta)
 
 
 # -- steps ------------------------------------------------------------------------------------------------

@@ -104,6 +104,12 @@ class PackOptions:
             raise ValueError(f"num_shards must be >= 1, not {self.num_shards}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, not {self.workers}")
+        if self.image.restart_markers:
+            from .imaging import restart_markers_available
+
+            why = restart_markers_available()
+            if why is not None:
+                raise ValueError(why)
         if self.scheduler is not None and self.backend != "shards":
             raise ValueError("a Dask scheduler writes shard files; use backend='shards' (or no scheduler for "
                              "lmdb)")
@@ -177,7 +183,7 @@ def default_workers(image: ImageOptions, cores: int | None = None) -> int:
     pickling it through a pipe, so on 2 cores two workers plus the writer reached 3,409 images/s against
     3,837 in-process (10,000 images, cold); with ``--check decode`` the pool was 1.5x faster there."""
     cores = cores or os.cpu_count() or 1
-    light = image.check == "header" and image.resize is None and not image.reencode
+    light = image.check == "header" and image.resize is None and not image.reencode and not image.restart_markers
     return 0 if light and cores <= 2 else cores
 
 

@@ -354,3 +354,33 @@ def test_unreadable_missing_and_undecodable_entries(tmp_path: Path) -> None:
     assert res.records == 1
     with recpack.open(tmp_path / "ds") as ds:
         assert ds[0].data == good and ds[0].label == 1
+
+
+def test_restart_markers_keep_pixels_and_make_crops_cheap(tiny_jpegs: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from recpack import imaging
+    from recpack.decode import decode_rgb
+
+    if imaging.restart_markers_available() is not None:
+        pytest.skip("the C extension recpack._jpegregion was not built")
+    opts = PackOptions(num_shards=2, workers=0, image=ImageOptions(restart_markers=True), **QUIET)
+    res = pack(tiny_jpegs, tmp_path / "rst", opts)
+    pack(tiny_jpegs, tmp_path / "plain", PackOptions(num_shards=2, workers=0, **QUIET))
+    want = originals(tiny_jpegs)
+    assert res.records == len(want) and not res.skipped
+    with recpack.open(tmp_path / "rst") as ds:
+        assert ds.manifest.pack["image"]["restart_markers"] is True
+        for r in ds:
+            assert r.data != want[r.key][0] and b"\xff\xdd\x00\x04\x00\x01" in r.data  # DRI: every MCU
+            assert np.array_equal(decode_rgb(r.data), decode_rgb(want[r.key][0]))
+            assert r.label == want[r.key][1]
+    kw = dict(batch_size=5, seed=2, transform="train", size=32, device="cpu", threads=2, order="random")
+    a = [b for b in recpack.Loader(tmp_path / "rst", **kw)]  # type: ignore[arg-type]
+    b = [b for b in recpack.Loader(tmp_path / "plain", **kw)]  # type: ignore[arg-type]
+    assert len(a) == len(b) and all(x[0].equal(y[0]) and x[1].equal(y[1]) for x, y in zip(a, b))
+    # without the extension the option is refused up front, with what to do
+    monkeypatch.setattr(imaging, "restart_markers_available", lambda: "restart markers need recpack's C extension")
+    with pytest.raises(ValueError, match="C extension"):
+        pack(tiny_jpegs, tmp_path / "none", opts)
