@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, median_time, today, versions  # noqa: E402
 
 from recpack.decode import decode_crop, decode_rgb, image_size, region_decoder  # noqa: E402
+from recpack.imaging import add_restart_markers, restart_markers_available  # noqa: E402
 from recpack.synth import make_image_folder  # noqa: E402
 from recpack.transforms import decode_crop_resize, train_params, val_params  # noqa: E402
 
@@ -111,6 +112,8 @@ def main() -> None:
     vp = val_params(dims[:, 0], dims[:, 1], args.out)
     batch = torch.empty((len(datas), 3, args.out, args.out), dtype=torch.uint8)
     S = args.out
+    # the same images as `recpack pack --restart-markers` stores them (lossless: same pixels)
+    rst = [add_restart_markers(d) for d in datas] if restart_markers_available() is None else None
 
     rows: list[tuple[str, Callable[[int], None]]] = [
         ("decode only, simplejpeg (full size)", lambda i: _decode(datas[i], "simplejpeg")),
@@ -119,6 +122,10 @@ def main() -> None:
          lambda i: decode_crop(datas[i], tuple(tp[i, :4].tolist()), (S, S))),
         (f"train {S}: recpack default (region + reduced decode)",
          lambda i: decode_crop_resize(datas[i], tp[i], batch[i])),
+        *([(f"decode only, region of the train {S} crop, packed with --restart-markers",
+            lambda i: decode_crop(rst[i], tuple(tp[i, :4].tolist()), (S, S))),
+           (f"train {S}: recpack default, packed with --restart-markers",
+            lambda i: decode_crop_resize(rst[i], tp[i], batch[i]))] if rst is not None else []),
         (f"train {S}: recpack, whole-image decode (simplejpeg), reduced",
          lambda i: decode_crop_resize(datas[i], tp[i], batch[i], "simplejpeg")),
         (f"train {S}: recpack, region, no reduced decode",

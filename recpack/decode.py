@@ -14,7 +14,9 @@ colour conversion (jpeg_skip_scanlines), inverse-transforms only the iMCU column
 (jpeg_crop_scanline) and stops after the box's last row. The pixels are the same as a whole decode's
 (tested bit for bit); a RandomResizedCrop of the image above costs ~0.86 ms instead of ~1.1 ms. Huffman
 decoding of everything above the box's bottom edge remains, which is why the gain is ~20%, not the ~50%
-the area would suggest.
+the area would suggest. JPEGs with a restart marker after every MCU (``recpack pack --restart-markers``)
+are first cut down to the MCUs the box touches, so that Huffman decoding follows the box's area too: ~0.60
+ms instead of ~0.80 ms for the same crops (docs/design.md).
 
 All decoders can decode a JPEG at 1/2, 1/4 or 1/8 of its size in the DCT domain (:func:`decode_reduced`,
 :func:`decode_crop`), which skips most of the inverse DCT and colour conversion: for the 500x375 image

@@ -1,13 +1,15 @@
 """recpack.Loader, run with the interpreter that has recpack installed (the orchestrator's own).
 
-    python benchmarks/peers/run_recpack.py pack --work W       # W/recpack: `recpack pack` output (seed 0)
+    python benchmarks/peers/run_recpack.py pack --work W       # W/recpack and W/recpack-restart (seed 0)
     python benchmarks/peers/run_recpack.py read --work W --mode decoded|raw [--variant V]
 
 decoded: ``Loader(transform="train", size=224, device="cpu", threads=--workers)`` (order "auto" unless
 --variant names one). raw: ``Loader(decode=False, transform=None, order="shard_shuffle" (or --variant),
 threads=--workers)``: the checked record bytes, shuffled, no decode.
---variant ORDER[,run=N,interleave=N,window=N,io=MODE] sets the order, its shard_shuffle options and the
-Loader's io mode (auto, buffered, direct).
+--variant ORDER[,run=N,interleave=N,window=N,io=MODE,restart_markers] sets the order, its shard_shuffle
+options and the Loader's io mode (auto, buffered, direct); ``restart_markers`` reads W/recpack-restart, the same
+images packed with ``recpack pack --restart-markers`` (every JPEG losslessly re-written with a restart marker
+after every MCU, so crops decode only their part).
 """
 
 from __future__ import annotations
@@ -25,17 +27,22 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     import recpack
 
-    out = args.data or args.work / "recpack"
+    order, *opts = (args.variant or "").split(",")
+    restart = "restart_markers" in opts
+    opts = [o for o in opts if o != "restart_markers"]
+    out = args.data or args.work / ("recpack-restart" if restart else "recpack")
     if args.action == "pack":
+        from recpack.imaging import ImageOptions
         from recpack.pack import PackOptions
 
-        recpack.pack(args.work / "images", out, PackOptions(seed=0, progress=False, overwrite=True))
+        recpack.pack(args.work / "images", args.work / "recpack", PackOptions(seed=0, progress=False, overwrite=True))
+        recpack.pack(args.work / "images", args.work / "recpack-restart",
+                     PackOptions(seed=0, progress=False, overwrite=True, image=ImageOptions(restart_markers=True)))
         return
 
     import torch
 
-    # --variant ORDER[,run=N,interleave=N,window=N]: the order and its shard_shuffle options
-    order, *opts = (args.variant or "").split(",")
+    # --variant ORDER[,run=N,interleave=N,window=N,io=MODE]: the order and its shard_shuffle options
     kw: dict[str, Any] = {k: (int(v) if v.isdigit() else v) for k, v in (o.split("=") for o in opts)}
     if args.mode == "decoded":
         loader = recpack.Loader(out, batch_size=args.batch_size, seed=args.seed, transform="train", size=224,
@@ -64,6 +71,7 @@ def main() -> None:
 
     res = timed_epochs(args, [out], epoch, warmup)
     io = f", io={loader.io}" if "io" in kw else f", io=auto: {loader.io}"
+    io += ", packed with --restart-markers" if restart else ""
     emit(f"recpack.Loader ({args.workers} threads, {loader.order}{io})", args.mode,
          f"recpack {recpack.__version__}, torch {torch.__version__}", res, order_reason=loader.order_reason,
          records=total)
