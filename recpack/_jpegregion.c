@@ -57,6 +57,15 @@ static void on_message(j_common_ptr cinfo, int level) {
     }
 }
 
+/* libjpeg's error manager with errors and warnings both ending in a longjmp to err->jump */
+static struct jpeg_error_mgr *strict_errors(ErrorManager *err) {
+    struct jpeg_error_mgr *pub = jpeg_std_error(&err->pub);
+    err->pub.error_exit = on_error;
+    err->pub.emit_message = on_message;
+    err->message[0] = '\0';
+    return pub;
+}
+
 
 /* ---- restart-marker sub-images ---------------------------------------------------------------------------- */
 
@@ -249,10 +258,7 @@ static PyObject *decode_region(PyObject *self, PyObject *args) {
     int ox = 0, oy = 0;
 
     memset(&cinfo, 0, sizeof(cinfo));
-    cinfo.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = on_error;
-    err.pub.emit_message = on_message;
-    err.message[0] = '\0';
+    cinfo.err = strict_errors(&err);
 
     if (setjmp(err.jump)) {
         if (state != NULL) {
@@ -376,11 +382,7 @@ static PyObject *add_restarts(PyObject *self, PyObject *args) {
 
     memset(&din, 0, sizeof(din));
     memset(&cout, 0, sizeof(cout));
-    din.err = jpeg_std_error(&err.pub);
-    cout.err = &err.pub;
-    err.pub.error_exit = on_error;
-    err.pub.emit_message = on_message;
-    err.message[0] = '\0';
+    din.err = cout.err = strict_errors(&err);
     if (setjmp(err.jump)) {
         if (state != NULL) {
             PyEval_RestoreThread(state);
