@@ -148,9 +148,9 @@ def prepare(raw: bytes, opts: ImageOptions) -> PreparedImage:
 
 def restart_markers_available() -> str | None:
     """None when :func:`add_restart_markers` works here, else why not and what to do."""
-    try:
-        from . import _jpegregion  # noqa: F401
-    except ImportError:
+    from .decode import _jpegregion  # imported once there, None where the extension was not built
+
+    if _jpegregion is None:
         return ("restart markers need recpack's C extension (recpack._jpegregion), which was not built: "
                 "install the libjpeg-turbo headers (apt-get install libjpeg-dev; brew install jpeg-turbo) and "
                 "a C compiler, then reinstall recpack (pip install -e .)")
@@ -161,9 +161,12 @@ def add_restart_markers(data: bytes) -> bytes:
     """``data`` (a JPEG) losslessly re-written with a restart marker after every MCU (see
     ``ImageOptions.restart_markers``). Raises RuntimeError with libjpeg's message on bytes libjpeg refuses
     (corrupt data included) and ImportError without the C extension."""
-    from . import _jpegregion
+    from .decode import _jpegregion
 
-    return _jpegregion.add_restarts(data)
+    if _jpegregion is None:
+        raise ImportError(restart_markers_available())
+    out: bytes = _jpegregion.add_restarts(data)
+    return out
 
 
 def _with_restart_markers(p: PreparedImage) -> PreparedImage:

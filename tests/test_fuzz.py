@@ -136,14 +136,19 @@ def test_header_parser_valid_checksum_any_fields(count: int, d_off: int, d_len: 
 # ------------------------------------------------------------------------------------ whole shard files
 
 
+def _read_each(reader: Any) -> None:
+    """Every record of ``reader`` (a ShardReader or RecFile) by index, then in sequence."""
+    for j in range(len(reader)):
+        with only_recpack_errors():
+            reader.read(j)
+    for _ in reader.iter_sequential():
+        pass
+
+
 def _read_everything(path: str) -> None:
     with only_recpack_errors():
         with ShardReader(path) as r:
-            for j in range(len(r)):
-                with only_recpack_errors():
-                    r.read(j)
-            for _ in r.iter_sequential():
-                pass
+            _read_each(r)
     with only_recpack_errors():
         for _ in scan_records(path):
             pass
@@ -252,12 +257,7 @@ def test_rec_readers_on_mutated_files(rec: bytes, idx: bytes | None) -> None:
             for _ in scan(path):
                 pass
         with only_recpack_errors():
-            f = RecFile(path)
-            for i in range(len(f)):
-                with only_recpack_errors():
-                    f.read(i)
-            for _ in f.iter_sequential():
-                pass
+            _read_each(RecFile(path))
         with only_recpack_errors():
             verify(path)
 

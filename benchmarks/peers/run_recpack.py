@@ -27,22 +27,22 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     import recpack
 
-    order, *opts = (args.variant or "").split(",")
-    restart = "restart_markers" in opts
-    opts = [o for o in opts if o != "restart_markers"]
-    out = args.data or args.work / ("recpack-restart" if restart else "recpack")
     if args.action == "pack":
         from recpack.imaging import ImageOptions
         from recpack.pack import PackOptions
 
-        recpack.pack(args.work / "images", args.work / "recpack", PackOptions(seed=0, progress=False, overwrite=True))
-        recpack.pack(args.work / "images", args.work / "recpack-restart",
-                     PackOptions(seed=0, progress=False, overwrite=True, image=ImageOptions(restart_markers=True)))
+        for name, restart_markers in (("recpack", False), ("recpack-restart", True)):
+            recpack.pack(args.work / "images", args.work / name, PackOptions(
+                seed=0, progress=False, overwrite=True, image=ImageOptions(restart_markers=restart_markers)))
         return
 
     import torch
 
-    # --variant ORDER[,run=N,interleave=N,window=N,io=MODE]: the order and its shard_shuffle options
+    # --variant ORDER[,run=N,interleave=N,window=N,io=MODE][,restart_markers]
+    order, *opts = (args.variant or "").split(",")
+    restart = "restart_markers" in opts
+    opts = [o for o in opts if o != "restart_markers"]
+    out = args.data or args.work / ("recpack-restart" if restart else "recpack")
     kw: dict[str, Any] = {k: (int(v) if v.isdigit() else v) for k, v in (o.split("=") for o in opts)}
     if args.mode == "decoded":
         loader = recpack.Loader(out, batch_size=args.batch_size, seed=args.seed, transform="train", size=224,
