@@ -13,13 +13,19 @@ loader gets its read-ahead from concurrent whole-segment reads instead.
 
 Read buffers come from a :class:`BufferPool` and go back to it when the last view of them is dropped, so a
 steady stream of reads touches the same, already mapped memory instead of faulting in fresh pages (a fresh
-8 MiB buffer per segment cost ~18 page faults per 110 KB image, ~35 us of kernel time each).
+8 MiB buffer per segment cost ~18 page faults per 110 KB image, ~35 us of kernel time each). On Linux, buffers
+of 2 MiB and more are 2 MiB-aligned anonymous memory the kernel is asked to back with huge pages: a direct
+read into physically contiguous memory reaches the device as requests of the device's full
+``max_sectors_kb``; into scattered 4 KiB pages, a request holds at most ``max_segments`` pages (128 x 4 KiB
+= 512 KiB on a loop device, 1016 KiB on virtio), which on an IOPS-capped device costs bandwidth (measured on
+the emulated HDD: 512 KiB requests give 58 MB/s, 1280 KiB ones 149 MB/s).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import threading
 import weakref
@@ -213,10 +219,8 @@ class BufferPool:
             base = bucket.pop() if bucket else None
             if base is not None:
                 self._free_bytes -= c
-        if base is None:  # ALIGN-aligned, so that direct I/O can read into it
-            raw = np.empty(c + ALIGN, dtype=np.uint8)
-            skip = -raw.ctypes.data % ALIGN
-            base = raw[skip:skip + c]
+        if base is None:
+            base = _allocate(c)
             self.allocated += 1
         # The finalizer watches a ctypes object over the buffer, not the array handed out: numpy slices of an
         # array point at its base, not at the array, so the array can die while its slices live on. Every
@@ -237,6 +241,31 @@ class BufferPool:
         with self._lock:
             self._free.clear()
             self._free_bytes = 0
+
+
+_HUGE_PAGE = 2 << 20
+
+
+def _allocate(c: int) -> np.ndarray:
+    """``c`` uninitialised bytes at an ALIGN-aligned address (direct I/O reads into them). From 2 MiB, where
+    the platform has ``MADV_HUGEPAGE`` (Linux): 2 MiB-aligned private anonymous memory advised for
+    transparent huge pages (it simply gets 4 KiB pages where the kernel has no huge page to give)."""
+    if c >= _HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            m = mmap.mmap(-1, c + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except (OSError, ValueError):
+            m = None
+        if m is not None:
+            try:
+                m.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:
+                pass  # THP compiled out: ordinary pages, still aligned
+            whole = np.frombuffer(m, dtype=np.uint8)  # keeps the mapping alive; unmapped when the last view goes
+            skip = -whole.ctypes.data % _HUGE_PAGE
+            return whole[skip:skip + c]
+    raw = np.empty(c + ALIGN, dtype=np.uint8)
+    skip = -raw.ctypes.data % ALIGN
+    return raw[skip:skip + c]
 
 
 def read_into(f: _File, buf: bytearray, at: int, start: int, end: int) -> tuple[int, int]:

@@ -76,3 +76,21 @@ def test_numpy_slices_keep_the_buffer_out_of_the_pool() -> None:
     b = pool.take(200_000)
     b[:] = 4
     assert (part == 3).all() and pool.allocated == 2
+
+
+@pytest.mark.parametrize("n", [100_000, 2 << 20, (9 << 20) + 12345, 33 << 20])
+def test_buffers_are_aligned_for_direct_io_and_large_ones_for_huge_pages(n: int) -> None:
+    import mmap
+
+    pool = BufferPool(keep_bytes=1 << 30)
+    a = pool.take(n)
+    assert len(a) == n and a.ctypes.data % 4096 == 0
+    a[:] = 5  # writable, every byte
+    assert int(a[-1]) == 5
+    if n >= 2 << 20 and hasattr(mmap, "MADV_HUGEPAGE"):  # Linux: whole huge pages can back it
+        assert a.ctypes.data % (2 << 20) == 0
+    del a
+    gc.collect()
+    b = pool.take(n)  # the same memory comes back, still usable
+    b[:] = 6
+    assert pool.allocated == 1 and int(b[0]) == 6
