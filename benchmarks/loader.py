@@ -21,7 +21,9 @@ Grid (batch 256, ``--workers`` worker processes or threads for every loader):
 (c) emulated HDD (``recpack.emulate``, if present and usable): recpack raw shard_shuffle MB/s against the
     device's sequential MB/s and against files + DataLoader.
 Every timed epoch starts from a cold page cache (``drop_caches`` before each runner and again inside it before
-each epoch, after the runner's untimed warm-up). A runner that cannot run is skipped with its exact error.
+each epoch, after the runner's untimed warm-up). This VM's disk swings by 2x from minute to minute, so the raw
+rows run ``--rounds`` times (default 3), every loader taking its turn each round, and report their median run
+with every run's number beside it. A runner that cannot run is skipped with its exact error.
 """
 
 from __future__ import annotations
@@ -169,32 +171,41 @@ def hdd_part(work: Path, args: argparse.Namespace) -> tuple[list[str], dict[str,
         out["device"] = seq
         on_dev_ds = dev.copy_in(ds, "recpack")
         on_dev_src = dev.copy_in(src, "images")
-        rows = []
         # recpack twice: the default (io="auto": buffered here, since 1 GB of shards fits this machine's page
         # cache) and io="direct", what auto picks on an HDD-like device for shards larger than half the RAM
-        # -- the case a cold-cache epoch stands for
-        for peer, extra in ((rp_peer, ["--data", str(on_dev_ds)]),
-                            (rp_peer, ["--data", str(on_dev_ds), "--variant", "shard_shuffle,io=direct"]),
-                            (files_peer, ["--data", str(on_dev_src), "--limit", str(args.hdd_files)])):
+        # -- the case a cold-cache epoch stands for; both args.rounds times, interleaved; files once (slow)
+        jobs = [("recpack", rp_peer, ["--data", str(on_dev_ds)]),
+                ("recpack_direct", rp_peer, ["--data", str(on_dev_ds), "--variant", "shard_shuffle,io=direct"])]
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for name, peer, extra in jobs * args.rounds + [
+                ("files", files_peer, ["--data", str(on_dev_src), "--limit", str(args.hdd_files)])]:
             done = dev.run([peer.python(), str(PEERS_DIR / peer.script), "read", *common, *extra],
                            capture_output=True, text=True, timeout=args.timeout)
             line = next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith("{")), None)
             if done.returncode != 0 or line is None:
                 err = " | ".join(done.stderr.strip().splitlines()[-3:])
                 return [f"(c) emulated HDD: {peer.key} failed (exit {done.returncode}): {err}"], out
-            rows.append(json.loads(line))
+            runs.setdefault(name, []).append(json.loads(line))
+    rows = [median_run(runs[name], "mb_per_s") for name in ("recpack", "recpack_direct", "files")]
     rp, rpd, files = rows
     out.update(recpack=rp, recpack_direct=rpd, files=files)
     seq_mb = seq["seq_mb_s"]
+
+    def share(r: dict[str, Any]) -> str:
+        return " / ".join(f"{v / seq_mb:.0%}" for v in r["rounds"])
+
     lines = [
-        f"(c) Emulated HDD ({emulate.format_measurement(seq)}); raw records, shuffled, cold, one epoch:",
+        f"(c) Emulated HDD ({emulate.format_measurement(seq)}); raw records, shuffled, cold, one epoch per run; "
+        f"recpack's rows: median of {args.rounds} run(s), alternating:",
         "",
-        "| reader | images/s | MB/s | vs device sequential |",
-        "| --- | ---: | ---: | ---: |",
-        f"| {rp['peer']} | {rp['images_per_s']:,.0f} | {rp['mb_per_s']:,.0f} | {rp['mb_per_s'] / seq_mb:.0%} |",
-        f"| {rpd['peer']} | {rpd['images_per_s']:,.0f} | {rpd['mb_per_s']:,.0f} | {rpd['mb_per_s'] / seq_mb:.0%} |",
+        "| reader | images/s | MB/s | vs device sequential | each run |",
+        "| --- | ---: | ---: | ---: | --- |",
+        f"| {rp['peer']} | {rp['images_per_s']:,.0f} | {rp['mb_per_s']:,.0f} | {rp['mb_per_s'] / seq_mb:.0%} | "
+        f"{share(rp)} |",
+        f"| {rpd['peer']} | {rpd['images_per_s']:,.0f} | {rpd['mb_per_s']:,.0f} | {rpd['mb_per_s'] / seq_mb:.0%} | "
+        f"{share(rpd)} |",
         f"| {files['peer']}, {files['images']} random files | {files['images_per_s']:,.0f} | "
-        f"{files['mb_per_s']:,.0f} | {files['mb_per_s'] / seq_mb:.0%} |",
+        f"{files['mb_per_s']:,.0f} | {files['mb_per_s'] / seq_mb:.0%} | {share(files)} |",
         "",
         f"**HDD: recpack raw shuffled = {rpd['mb_per_s'] / seq_mb:.0%} of sequential with io=\"direct\" "
         f"(what io=\"auto\" picks for shards larger than half the RAM), {rp['mb_per_s'] / seq_mb:.0%} through the "
@@ -205,16 +216,29 @@ def hdd_part(work: Path, args: argparse.Namespace) -> tuple[list[str], dict[str,
 
 
 # -- report ----------------------------------------------------------------------------------------------------------
+def median_run(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The run with the median ``metric`` (the lower middle one of an even count), with every run's value
+    under ``rounds`` in the order they ran."""
+    row = dict(sorted(runs, key=lambda r: r[metric])[(len(runs) - 1) // 2])
+    row["rounds"] = [r[metric] for r in runs]
+    return row
+
+
 def fmt_row(r: dict[str, Any]) -> str:
     note = r.get("note", "")
     return (f"| {r['peer']} | {r['images_per_s']:,.0f} | {r['mb_per_s']:,.0f} | "
-            f"{' / '.join(f'{s:.2f}' for s in r['all_seconds'])} | {r['version']} | {note} |")
+            f"{' / '.join(f'{s:.2f}' for s in r['all_seconds'])} | {' / '.join(f'{v:,.0f}' for v in r['rounds'])} | "
+            f"{r['version']} | {note} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=None, help="default 10,000 (2,000 with --quick)")
     ap.add_argument("--repeat", type=int, default=None, help="timed cold epochs per row (default 3; 1 with --quick)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="runs of every raw row, (b) and (c), interleaved round by round; a row reports its median "
+                         "run (default 3; 1 with --quick)")
+    ap.add_argument("--decoded-rounds", type=int, default=1, help="the same for the decoded rows, (a)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2,000 images, 1 epoch per row")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers / decode threads for every loader")
     ap.add_argument("--batch-size", type=int, default=256)
@@ -228,6 +252,7 @@ def main() -> None:
     args = ap.parse_args()
     n = args.images or (2000 if args.quick else 10000)
     repeat = args.repeat or (1 if args.quick else 3)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.hdd_files = args.hdd_files or (200 if args.quick else 600)
     work = Path(args.workdir) / f"n{n}"
     peers = [p for p in PEERS if p.key in args.peers]
@@ -241,28 +266,31 @@ def main() -> None:
 
     common = ["--work", str(work), "--repeat", str(repeat), "--batch-size", str(args.batch_size),
               "--workers", str(args.workers)]
-    decoded: list[dict[str, Any]] = []
-    raw: list[dict[str, Any]] = []
-    for peer in peers:
-        if peer.key in skipped:
-            continue
-        jobs = [("decoded", v, True) for v in peer.decoded] + [("raw", v, s) for v, s in peer.raw]
-        for mode, variant, shuffled in jobs:
+    jobs = [(peer, mode, variant, shuffled) for peer in peers if peer.key not in skipped
+            for mode, variant, shuffled in [("decoded", v, True) for v in peer.decoded] + [("raw", v, s)
+                                                                                          for v, s in peer.raw]]
+    runs: dict[str, list[dict[str, Any]]] = {}  # label -> its runs, in the order they ran
+    for r in range(max(args.rounds, args.decoded_rounds)):
+        for peer, mode, variant, shuffled in jobs:
+            label = f"{peer.key} {mode}{' ' + variant if variant else ''}"
+            if label in skipped or r >= (args.rounds if mode == "raw" else args.decoded_rounds):
+                continue
             drop_caches(work)
             t0 = time.perf_counter()
             res, why = run_runner(peer, ["read", *common, "--mode", mode, *(["--variant", variant] if variant else [])],
                                   args.timeout)
-            label = f"{peer.key} {mode}{' ' + variant if variant else ''}"
             if res is None:
                 skipped[label] = why
                 print(f"  {label}: SKIPPED ({why})")
                 continue
-            res["key"], res["shuffled"] = peer.key, shuffled
+            res["key"], res["shuffled"], res["mode"] = peer.key, shuffled, mode
             if not shuffled:
                 res["note"] = "not shuffled: reference only"
-            (decoded if mode == "decoded" else raw).append(res)
-            print(f"  {label}: {res['images_per_s']:,.0f} images/s, {res['mb_per_s']:,.0f} MB/s "
+            runs.setdefault(label, []).append(res)
+            print(f"  [{r + 1}] {label}: {res['images_per_s']:,.0f} images/s, {res['mb_per_s']:,.0f} MB/s "
                   f"({res['all_seconds']} s; runner {time.perf_counter() - t0:.0f} s)")
+    decoded = [median_run(v, "images_per_s") for k, v in runs.items() if k not in skipped and v[0]["mode"] == "decoded"]
+    raw = [median_run(v, "mb_per_s") for k, v in runs.items() if k not in skipped and v[0]["mode"] == "raw"]
 
     def ratio(rows: list[dict[str, Any]], metric: str, ours_index: int = 0) -> str:
         ours = [r for r in rows if r["key"] == "recpack"]
@@ -274,7 +302,8 @@ def main() -> None:
 
     hdd_lines, hdd = (["(c) emulated HDD: skipped (--no-hdd)."], {}) if args.no_hdd else hdd_part(work, args)
 
-    head = "| loader | images/s | MB/s | seconds per epoch | versions | note |\n| --- | ---: | ---: | --- | --- | --- |"
+    head = ("| loader | images/s | MB/s | seconds per epoch | {} per run | versions | note |\n"
+            "| --- | ---: | ---: | --- | --- | --- | --- |")
     ffcv_note = next((f" FFCV stores its own re-encoding ({r['stored_bytes_per_image'] / 1e3:.0f} KB/image, "
                       "its MB/s counts those bytes)." for r in decoded if r["key"] == "ffcv"), "")
     lines = [
@@ -282,12 +311,14 @@ def main() -> None:
         f"100 classes. Machine: {machine()}. Date: {today()}. Versions: "
         f"{versions('recpack', 'torch', 'numpy', 'PIL', 'simplejpeg')}. Batch {args.batch_size}, "
         f"{args.workers} worker processes/threads per loader; cold page cache (drop_caches) before every epoch; "
-        f"median of {repeat} epoch(s). Script: `python benchmarks/loader.py{' --quick' if args.quick else ''}` "
+        f"median of {repeat} epoch(s) per run; each row is its median run of {args.decoded_rounds} (a) or "
+        f"{args.rounds} ((b), (c)), the loaders taking turns round by round. "
+        f"Script: `python benchmarks/loader.py{' --quick' if args.quick else ''}` "
         "(peers: `bash tools/setup-peers.sh`; runners and what each does: benchmarks/peers/README.md).",
         "",
         "(a) Decoded: RandomResizedCrop-224 (scale 0.08-1, ratio 3/4-4/3) + flip, uint8 batches." + ffcv_note,
         "",
-        head,
+        head.format("images/s"),
         *[fmt_row(r) for r in decoded],
         "",
         f"**(a) recpack / fastest peer, decoded train-224 images/s: {ratio(decoded, 'images_per_s', 1)} packed "
@@ -296,7 +327,7 @@ def main() -> None:
         "",
         "(b) Raw records (no decode), shuffled, native disk. MB/s of record bytes delivered.",
         "",
-        head,
+        head.format("MB/s"),
         *[fmt_row(r) for r in raw],
         "",
         f"**(b) recpack / fastest peer, raw shuffled MB/s: {ratio(raw, 'mb_per_s', 1)} with io=\"direct\" (what "

@@ -55,13 +55,17 @@ def main() -> None:
 
     def epoch(e: int) -> tuple[int, int]:
         loader.set_epoch(e)
-        images = 0
+        images = nbytes = 0
         before = loader.stats["read_bytes"]
         for batch in loader:
-            images += len(batch[0]) if args.mode == "raw" else batch[0].shape[0]
+            if args.mode == "raw":  # image bytes delivered, as the peers count them (not the record headers)
+                images += len(batch[0])
+                nbytes += sum(len(b) for b in batch[0])
+            else:
+                images += batch[0].shape[0]
             if images >= n:
                 break
-        return images, int(loader.stats["read_bytes"] - before)
+        return images, nbytes or int(loader.stats["read_bytes"] - before)
 
     def warmup() -> None:
         loader.set_epoch(0)
