@@ -233,6 +233,21 @@ def fmt_row(r: dict[str, Any]) -> str:
             f"{r['version']} | {note} |")
 
 
+def gpu_line() -> str:
+    """Where disk-to-GPU numbers come from: every row above delivers to the CPU."""
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    where = ("this machine has one: run it" if cuda else
+             "no CUDA device on this machine, so it is not measured here; run it where one is present")
+    return ("Disk-to-GPU (copy overlapped on a side stream, and the share of time the consumer waits): every row "
+            "above delivers to the CPU; `recpack bench dataset IMAGES PACKED --device cuda` measures it "
+            f"({where}).")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=None, help="default 10,000 (2,000 with --quick)")
@@ -343,6 +358,8 @@ def main() -> None:
         f"{ratio(raw, 'mb_per_s')} through the page cache (auto's pick for this 1 GB set on this machine).**",
         "",
         *hdd_lines,
+        "",
+        gpu_line(),
     ]
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + "."]
