@@ -151,7 +151,30 @@ def decode_crop_resize(data: bytes | memoryview, params_row: np.ndarray | tuple[
                             antialias=True)[0].permute(1, 2, 0).numpy()
     # Flip and copy with numpy: torch's copy_/flip on a 150 KB image go through OpenMP (intra-op threads),
     # whose spin-waiting costs more CPU than the copy on a machine whose cores the decode threads already use.
-    np.copyto(out.numpy().transpose(1, 2, 0), res[:, ::-1] if flip else res)
+    if flip:
+        _copy_mirrored(out.numpy(), res.transpose(2, 0, 1))
+    else:
+        np.copyto(out.numpy().transpose(1, 2, 0), res)
+
+
+def _copy_mirrored(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src[..., ::-1]`` for uint8 arrays of the same shape: the last axis mirrored.
+
+    numpy copies a reversed uint8 axis byte by byte (36 us for 3x224x224); where both rows are contiguous and a
+    multiple of 8 bytes long, the rows are reversed as 8-byte words and each word's bytes swapped instead
+    (11 us), which is the same permutation of the bytes on any byte order.
+    """
+    if (dst.ndim and dst.shape[-1] % 8 == 0 and dst.strides[-1] == 1 and src.strides[-1] == 1
+            and dst.shape == src.shape and dst.dtype == src.dtype == np.uint8):
+        try:
+            words = dst.view(np.uint64)
+            np.copyto(words, src.view(np.uint64)[..., ::-1])
+        except ValueError:  # a row stride that is not a whole number of words: no 8-byte view
+            pass
+        else:
+            words.byteswap(inplace=True)
+            return
+    np.copyto(dst, src[..., ::-1])
 
 
 def apply_user_transform(fn: Callable[[np.ndarray], Any], img: np.ndarray, out: torch.Tensor) -> None:

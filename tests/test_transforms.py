@@ -249,3 +249,19 @@ def test_user_transform_pil_result() -> None:
     apply_user_transform(lambda a: Image.fromarray(a).resize((25, 20)), IMG, out)
     assert out.float().std() > 10
     assert math.isclose(out.float().mean().item(), float(IMG.mean()), abs_tol=15)
+
+
+@pytest.mark.parametrize("shape", [(3, 224, 224), (3, 5, 24), (3, 7, 13), (2, 1, 8), (16,)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided_src"])
+def test_mirrored_copy_equals_numpys_reversed_copy(shape: tuple[int, ...], layout: str) -> None:
+    from recpack.transforms import _copy_mirrored
+
+    rng = np.random.default_rng(sum(shape))
+    src = rng.integers(0, 256, shape, dtype=np.uint8)
+    dst = np.zeros(shape, np.uint8)
+    if layout == "channels_last" and len(shape) == 3:  # a (C, H, W) view of (H, W, C) memory, as a batch slot may be
+        dst = np.zeros(shape[1:] + shape[:1], np.uint8).transpose(2, 0, 1)
+    if layout == "strided_src":  # rows of a bigger array (a crop of a decoded image)
+        src = np.ascontiguousarray(np.pad(src, [(0, 0)] * (len(shape) - 1) + [(0, 3)]))[..., :shape[-1]]
+    _copy_mirrored(dst, src)
+    assert np.array_equal(dst, src[..., ::-1])
