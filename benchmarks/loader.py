@@ -188,8 +188,7 @@ def hdd_part(work: Path, args: argparse.Namespace) -> tuple[list[str], dict[str,
                 err = " | ".join(done.stderr.strip().splitlines()[-3:])
                 return [f"(c) emulated HDD: {peer.key} failed (exit {done.returncode}): {err}"], out
             runs.setdefault(name, []).append(json.loads(line))
-    rows = [median_run(runs[name], "mb_per_s") for name in ("recpack", "recpack_direct", "files")]
-    rp, rpd, files = rows
+    rp, rpd, files = (median_run(runs[name], "mb_per_s") for name in ("recpack", "recpack_direct", "files"))
     out.update(recpack=rp, recpack_direct=rpd, files=files)
     seq_mb = seq["seq_mb_s"]
 
@@ -302,7 +301,7 @@ def main() -> None:
                 skipped[label] = why
                 print(f"  {label}: SKIPPED ({why})")
                 continue
-            res["key"], res["shuffled"], res["mode"] = peer.key, shuffled, mode
+            res["key"], res["shuffled"], res["mode"], res["variant"] = peer.key, shuffled, mode, variant
             if not shuffled:
                 res["note"] = "not shuffled: reference only"
             runs.setdefault(label, []).append(res)
@@ -311,13 +310,17 @@ def main() -> None:
     decoded = [median_run(v, "images_per_s") for k, v in runs.items() if k not in skipped and v[0]["mode"] == "decoded"]
     raw = [median_run(v, "mb_per_s") for k, v in runs.items() if k not in skipped and v[0]["mode"] == "raw"]
 
-    def ratio(rows: list[dict[str, Any]], metric: str, ours_index: int = 0) -> str:
-        ours = [r for r in rows if r["key"] == "recpack"]
+    def ratio(rows: list[dict[str, Any]], metric: str, variant: str = "") -> str:
+        """recpack's row of ``variant`` against the fastest shuffled peer."""
+        ours = next((r for r in rows if r["key"] == "recpack" and r["variant"] == variant), None)
         theirs = [r for r in rows if r["key"] != "recpack" and r["shuffled"]]
-        if len(ours) <= ours_index or not theirs:
+        if ours is None or not theirs:
             return "not measured (recpack or every peer missing)"
         best = max(theirs, key=lambda r: r[metric])
-        return f"{ours[ours_index][metric] / best[metric]:.2f}x (fastest peer: {best['peer']}, {best[metric]:,.0f})"
+        return f"{ours[metric] / best[metric]:.2f}x (fastest peer: {best['peer']}, {best[metric]:,.0f})"
+
+    def dec_ratio(variant: str) -> str:
+        return ratio(decoded, "images_per_s", variant)
 
     hdd_lines, hdd = (["(c) emulated HDD: skipped (--no-hdd)."], {}) if args.no_hdd else hdd_part(work, args)
 
@@ -340,12 +343,11 @@ def main() -> None:
         head.format("images/s"),
         *[fmt_row(r) for r in decoded],
         "",
-        f"**(a) recpack / fastest peer, decoded train-224 images/s: {ratio(decoded, 'images_per_s', 3)} packed "
-        f"with `--restart-markers` and {ratio(decoded, 'images_per_s', 1)} with the default pack (original JPEG "
+        f"**(a) recpack / fastest peer, decoded train-224 images/s: {dec_ratio('auto,io=direct,restart_markers')} "
+        f"packed with `--restart-markers` and {dec_ratio('auto,io=direct')} with the default pack (original JPEG "
         "bytes), reading with io=\"direct\" (what io=\"auto\" picks for shards larger than half the memory, the "
-        f"case a cold-cache epoch stands for); {ratio(decoded, 'images_per_s', 2)} and "
-        f"{ratio(decoded, 'images_per_s', 0)} through the page cache (auto's pick for this 1 GB set on this "
-        "machine).**",
+        f"case a cold-cache epoch stands for); {dec_ratio('auto,restart_markers')} and {dec_ratio('')} through the "
+        "page cache (auto's pick for this 1 GB set on this machine).**",
         "",
         "(b) Raw records (no decode), shuffled, native disk. MB/s of image bytes handed out (the same bytes for every "
         "loader; recpack's record headers and padding are not counted).",
@@ -353,7 +355,8 @@ def main() -> None:
         head.format("MB/s"),
         *[fmt_row(r) for r in raw],
         "",
-        f"**(b) recpack / fastest peer, raw shuffled MB/s: {ratio(raw, 'mb_per_s', 1)} with io=\"direct\" (what "
+        f"**(b) recpack / fastest peer, raw shuffled MB/s: {ratio(raw, 'mb_per_s', 'shard_shuffle,io=direct')} with "
+        "io=\"direct\" (what "
         "io=\"auto\" picks for shards larger than half the memory, the case a cold-cache epoch stands for); "
         f"{ratio(raw, 'mb_per_s')} through the page cache (auto's pick for this 1 GB set on this machine).**",
         "",

@@ -23,6 +23,7 @@ the emulated HDD: 512 KiB requests give 58 MB/s, 1280 KiB ones 149 MB/s).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import mmap
@@ -254,12 +255,10 @@ def _allocate(c: int) -> np.ndarray:
         try:
             m = mmap.mmap(-1, c + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         except (OSError, ValueError):
-            m = None
-        if m is not None:
-            try:
+            pass  # no such mapping here: a numpy buffer below
+        else:
+            with contextlib.suppress(OSError):  # THP compiled out: ordinary pages, still aligned
                 m.madvise(mmap.MADV_HUGEPAGE)
-            except OSError:
-                pass  # THP compiled out: ordinary pages, still aligned
             whole = np.frombuffer(m, dtype=np.uint8)  # keeps the mapping alive; unmapped when the last view goes
             skip = -whole.ctypes.data % _HUGE_PAGE
             return whole[skip:skip + c]

@@ -65,7 +65,7 @@ def main() -> None:
                 images += batch[0].shape[0]
             if images >= n:
                 break
-        return images, nbytes or int(loader.stats["read_bytes"] - before)
+        return images, nbytes if args.mode == "raw" else int(loader.stats["read_bytes"] - before)
 
     def warmup() -> None:
         loader.set_epoch(0)
