@@ -47,6 +47,10 @@ from common import ROOT, drop_caches, machine, today, versions, write_section  #
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 VENVS = ROOT / ".peers"
 SECTION = "Loader against peers"
+#: How the report names recpack's two io modes (the benchmark set fits in this machine's page cache).
+DIRECT = ('io="direct" (what io="auto" picks for shards larger than half the memory, the case a cold-cache epoch '
+          'stands for)')
+BUFFERED = "through the page cache (auto's pick for this 1 GB set on this machine)"
 
 
 @dataclass
@@ -208,9 +212,8 @@ def hdd_part(work: Path, args: argparse.Namespace) -> tuple[list[str], dict[str,
         f"| {files['peer']}, {files['images']} random files | {files['images_per_s']:,.0f} | "
         f"{files['mb_per_s']:,.0f} | {files['mb_per_s'] / seq_mb:.0%} | {share(files)} |",
         "",
-        f"**HDD: recpack raw shuffled = {rpd['mb_per_s'] / seq_mb:.0%} of sequential with io=\"direct\" "
-        f"(what io=\"auto\" picks for shards larger than half the RAM), {rp['mb_per_s'] / seq_mb:.0%} through the "
-        f"page cache (auto's pick here: 1 GB fits in RAM) (bar >= 95%); "
+        f"**HDD: recpack raw shuffled = {rpd['mb_per_s'] / seq_mb:.0%} of sequential with {DIRECT}, "
+        f"{rp['mb_per_s'] / seq_mb:.0%} {BUFFERED} (bar >= 95%); "
         f"{rpd['mb_per_s'] / files['mb_per_s']:.1f}x files + DataLoader (bar >= 15x).**",
     ]
     return lines, out
@@ -345,9 +348,7 @@ def main() -> None:
         "",
         f"**(a) recpack / fastest peer, decoded train-224 images/s: {dec_ratio('auto,io=direct,restart_markers')} "
         f"packed with `--restart-markers` and {dec_ratio('auto,io=direct')} with the default pack (original JPEG "
-        "bytes), reading with io=\"direct\" (what io=\"auto\" picks for shards larger than half the memory, the "
-        f"case a cold-cache epoch stands for); {dec_ratio('auto,restart_markers')} and {dec_ratio('')} through the "
-        "page cache (auto's pick for this 1 GB set on this machine).**",
+        f"bytes), reading with {DIRECT}; {dec_ratio('auto,restart_markers')} and {dec_ratio('')} {BUFFERED}.**",
         "",
         "(b) Raw records (no decode), shuffled, native disk. MB/s of image bytes handed out (the same bytes for every "
         "loader; recpack's record headers and padding are not counted).",
@@ -356,9 +357,7 @@ def main() -> None:
         *[fmt_row(r) for r in raw],
         "",
         f"**(b) recpack / fastest peer, raw shuffled MB/s: {ratio(raw, 'mb_per_s', 'shard_shuffle,io=direct')} with "
-        "io=\"direct\" (what "
-        "io=\"auto\" picks for shards larger than half the memory, the case a cold-cache epoch stands for); "
-        f"{ratio(raw, 'mb_per_s')} through the page cache (auto's pick for this 1 GB set on this machine).**",
+        f"{DIRECT}; {ratio(raw, 'mb_per_s')} {BUFFERED}.**",
         "",
         *hdd_lines,
         "",

@@ -166,15 +166,11 @@ def _copy_mirrored(dst: np.ndarray, src: np.ndarray) -> None:
     """
     if (dst.ndim and dst.shape[-1] % 8 == 0 and dst.strides[-1] == 1 and src.strides[-1] == 1
             and dst.shape == src.shape and dst.dtype == src.dtype == np.uint8):
-        try:
-            words = dst.view(np.uint64)
-            np.copyto(words, src.view(np.uint64)[..., ::-1])
-        except ValueError:  # a row stride that is not a whole number of words: no 8-byte view
-            pass
-        else:
-            words.byteswap(inplace=True)
-            return
-    np.copyto(dst, src[..., ::-1])
+        words = dst.view(np.uint64)  # numpy >= 1.23 views any array whose last axis is contiguous this way
+        np.copyto(words, src.view(np.uint64)[..., ::-1])
+        words.byteswap(inplace=True)
+    else:
+        np.copyto(dst, src[..., ::-1])
 
 
 def apply_user_transform(fn: Callable[[np.ndarray], Any], img: np.ndarray, out: torch.Tensor) -> None:
