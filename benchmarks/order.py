@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, versions  # noqa: E402
 
-from recpack.order import ORDERS, Layout, coalesce, rank_share  # noqa: E402
+from recpack.order import ORDERS, Layout, rank_share  # noqa: E402
 
 
 def layout_for(n: int, per_shard: int) -> Layout:
@@ -36,8 +36,14 @@ def layout_for(n: int, per_shard: int) -> Layout:
 
 
 def reads_per_batch(order: np.ndarray, layout: Layout, batch: int = 256, batches: int = 2000) -> float:
+    """Mean number of reads per batch: stretches of consecutive ids of one shard in the batch's sorted ids."""
     nb = min(batches, order.size // batch)
-    return float(np.mean([len(coalesce(order[b * batch:(b + 1) * batch], layout)) for b in range(nb)]))
+    counts = []
+    for b in range(nb):
+        ids = np.unique(order[b * batch:(b + 1) * batch])
+        shard, _ = layout.locate(ids)
+        counts.append(1 + int(np.count_nonzero((np.diff(ids) != 1) | (np.diff(shard) != 0))))
+    return float(np.mean(counts))
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, today, versions, write_section  # noqa: E402
 
+from recpack.crc import crc32c  # noqa: E402
 from recpack.format import (  # noqa: E402
     ALIGN,
     DATA_OFFSET,
@@ -45,7 +46,6 @@ from recpack.format import (  # noqa: E402
     TABLE_DTYPE,
     ShardHeader,
     align_up,
-    crc32c,
     pack_header,
 )
 from recpack.index import Manifest, ShardEntry, write_manifest  # noqa: E402

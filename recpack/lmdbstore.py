@@ -26,7 +26,8 @@ import msgpack
 import numpy as np
 
 from .errors import CorruptRecord, FormatError, FormatVersionError
-from .format import FORMAT_VERSION, MAX_DATA_BYTES, MAX_META_BYTES, TABLE_DTYPE, crc32c, table_row
+from .crc import crc32c
+from .format import FORMAT_VERSION, MAX_DATA_BYTES, MAX_META_BYTES, TABLE_DTYPE, table_row
 from .shard import Record, parse_record
 
 __all__ = ["LMDB_FILE", "LmdbWriter", "LmdbReader", "record_key", "encode_value", "decode_value"]

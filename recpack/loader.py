@@ -47,7 +47,8 @@ from .closing import Closing
 from .errors import CorruptRecord, DecodeError, FormatError, RecpackError
 from .format import ALIGN, decode_meta
 from .index import Manifest, locate, read_manifest
-from .order import ORDERS, Layout, is_hdd_like, order_for_probe, probe_latency, rank_remaining, rank_share
+from .order import ORDERS, Layout, rank_remaining, rank_share
+from .probe import choose_io, choose_order, is_hdd_like, probe_latency
 from .prefetch import Prefetcher, Stopped
 from .shard import ShardReader
 from .transforms import apply_user_transform, decode_crop_resize, train_params, val_params
@@ -59,47 +60,6 @@ ORDER_NAMES = ("auto", "sequential", "shard_shuffle", "random")
 TRANSFORMS = ("train", "val")
 _STATE_VERSION = 1
 _TAG_BATCH_SHUFFLE, _TAG_PARAMS = 101, 102
-
-
-def _memory_available() -> int:
-    """Bytes of memory the page cache could use: MemAvailable on Linux, else physical memory (0: unknown)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):
-        return 0
-
-
-def _io_mode(io: str, hdd: bool, lmdb: bool, shard_paths: list[str]) -> tuple[str, str]:
-    """("buffered" | "direct", why). auto: direct I/O when the dataset is larger than half the memory the page
-    cache could use (it cannot stay cached, so caching it only costs: page-cache bookkeeping and a copy per
-    byte), else buffered (later epochs then come from memory). Direct reads reach the device as full-size
-    requests without the kernel's per-page work; cold, shuffled raw reads measured 96-98% of the sequential
-    rate on the emulated HDD against 82-94% through the page cache, and 1.2-1.3x the buffered MB/s on this
-    VM's NVMe-like disk (docs/benchmarks.md)."""
-    if lmdb:
-        return "buffered", "LMDB backend: read through its memory map"
-    if io != "auto":
-        return io, "chosen by the caller"
-    device = "HDD-like device" if hdd else "fast device"
-    size = 0
-    for shard in shard_paths:
-        try:
-            size += os.path.getsize(shard)
-        except OSError:
-            pass
-    avail = _memory_available()
-    if avail and size > avail // 2:
-        return "direct", (f"{device} and {size / 1e9:.1f} GB of shards > half of the "
-                          f"{avail / 1e9:.1f} GB the page cache could use")
-    return "buffered", (f"{device}; {size / 1e9:.1f} GB of shards fit the page cache "
-                        f"({avail / 1e9:.1f} GB available): later epochs come from memory")
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -269,7 +229,7 @@ class Loader(Closing):
             self.order, self.order_reason = "random", "LMDB backend: records are read through a memory map"
         else:
             assert self.device_probe is not None
-            self.order, self.order_reason = order_for_probe(self.device_probe, shard_paths)  # type: ignore[arg-type]
+            self.order, self.order_reason = choose_order(self.device_probe, shard_paths)  # type: ignore[arg-type]
         mean_len = float(self.table.length.mean()) if self.table.n else 1.0
         if run is None:
             run = max(64, math.ceil((64 << 20) / max(mean_len, 1.0))) if hdd else 64
@@ -279,7 +239,8 @@ class Loader(Closing):
         # concurrent whole-segment reads: 2 keep an HDD streaming without making it seek between many
         # streams; fast devices (SSD, NVMe, network) want a deeper queue
         self.io_threads = io_threads or (2 if hdd else 4)
-        self.io, self.io_reason = _io_mode(io, hdd, lmdb, shard_paths)
+        self.io, self.io_reason = (("buffered", "LMDB backend: read through its memory map") if lmdb
+                                   else choose_io(io, hdd, shard_paths))
         self.layout = Layout(self.table.starts)
 
         self._epoch = 0

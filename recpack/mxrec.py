@@ -39,10 +39,10 @@ import numpy as np
 
 from .dataset import Dataset
 from .errors import CorruptRecord, DecodeError, FormatError
-from .fileio import pread
+from .fileio import SequentialReader, open_readonly, pread
 from .format import TABLE_DTYPE, table_row
 from .index import Manifest, ShardEntry
-from .shard import Record, _Sequential
+from .shard import Record
 from .storage import Table
 from .verify import VerifyResult
 
@@ -226,7 +226,7 @@ def _label(value: float | tuple[float, ...]) -> Any:
     return int(value) if float(value).is_integer() else float(value)
 
 
-def _plausible_start(seq: _Sequential, pos: int, end: int) -> bool:
+def _plausible_start(seq: SequentialReader, pos: int, end: int) -> bool:
     head = seq.get(pos, pos + _FRAME.size)
     if len(head) < _FRAME.size:
         return False
@@ -234,7 +234,7 @@ def _plausible_start(seq: _Sequential, pos: int, end: int) -> bool:
     return magic == MAGIC and lrec >> 29 in (0, 1) and pos + _FRAME.size + (lrec & _LEN_MASK) <= end
 
 
-def _resync(seq: _Sequential, pos: int, end: int) -> int | None:
+def _resync(seq: SequentialReader, pos: int, end: int) -> int | None:
     """File offset of the next 4-aligned magic at or after ``pos`` that starts a record, or None."""
     pos = _align4(pos)
     while pos + _FRAME.size <= end:
@@ -254,10 +254,10 @@ def scan(path: str, start: int = 0) -> Iterator[tuple[int, int, memoryview | byt
     Yields (offset, span, payload or CorruptRecord): ``span`` is the bytes the record takes in the file.
     After damage the walk resynchronises on the next record start and yields one CorruptRecord for the
     whole skipped region. A payload view is valid until the next step: copy what you keep."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    fd = open_readonly(path, fix="check the path and its permissions")
     try:
         size = os.fstat(fd).st_size
-        seq = _Sequential(fd, size)
+        seq = SequentialReader(fd, size)
         pos = start
         while pos < size:
             head = seq.get(pos, pos + _FRAME.size)
@@ -296,7 +296,7 @@ def _msg(exc: FormatError) -> str:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
-def _read_record(seq: _Sequential, pos: int, size: int, path: str) -> tuple[memoryview | bytes, int]:
+def _read_record(seq: SequentialReader, pos: int, size: int, path: str) -> tuple[memoryview | bytes, int]:
     """Read the frames of the record at ``pos`` through ``seq`` (bounded by the file size) and unframe it."""
     end, first = pos, True
     while True:  # find the record's extent frame by frame; each length is bounded by the file size

@@ -1,10 +1,9 @@
 """Sample orders: which global record ids an epoch visits, in what order, and which of them each rank reads.
 
 Every order is a pure function ``(layout, seed, epoch, **options) -> int64 array``, a permutation of
-``0..N-1``; :data:`ORDERS` maps names to them. :func:`rank_share` then cuts one contiguous block per rank,
-:func:`batch_bounds` / :func:`batch_slice` cut a block into batches and :func:`coalesce` turns one batch
-into a few ``(shard, first_local_index, count)`` reads. :func:`choose_order` picks an order for
-``order="auto"`` by timing cold random reads on the shard files themselves (:func:`probe_latency`).
+``0..N-1``; :data:`ORDERS` maps names to them. :func:`rank_share` then cuts one contiguous block per rank and
+:func:`rank_remaining` what ranks of another world size had not read yet (resuming with a new world size).
+Which order ``order="auto"`` picks is decided from a device probe (:mod:`recpack.probe`).
 
 Costs (numpy, one core): every order is O(N) time and allocates its int64 result (8 bytes per record) plus
 O(N / run + shards) scratch for ``shard_shuffle``; ``random`` is one ``Generator.permutation`` (8 bytes
@@ -18,39 +17,21 @@ acceptable — only resuming mid-epoch across a numpy upgrade could visit a diff
 
 from __future__ import annotations
 
-import math
-import os
-import statistics
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import numpy.typing as npt
-
-if TYPE_CHECKING:
-    from .index import Manifest
 
 __all__ = [
     "Layout",
     "ORDERS",
     "SHARD_SHUFFLE_DEFAULTS",
-    "HDD_P50_MS",
-    "HDD_MAX_IOPS",
-    "is_hdd_like",
-    "order_for_probe",
-    "ProbeResult",
     "order_sequential",
     "order_random",
     "order_shard_shuffle",
     "rank_share",
-    "batch_bounds",
-    "batch_slice",
-    "coalesce",
-    "probe_latency",
-    "choose_order",
+    "rank_remaining",
 ]
 
 IdArray = npt.NDArray[np.int64]
@@ -59,21 +40,11 @@ IdArray = npt.NDArray[np.int64]
 #: them, so a loader can pass the same keywords to every entry of :data:`ORDERS`.
 SHARD_SHUFFLE_DEFAULTS: dict[str, int] = {"run": 64, "interleave": 4, "window": 16}
 
-#: Median cold 4 KiB random-read latency (milliseconds) above which :func:`choose_order` treats the
-#: storage as a rotating disk. NVMe/SATA SSDs measure ~0.05-0.3 ms, network block devices ~0.5-1.5 ms,
-#: 7200 rpm disks 4-15 ms (seek + half a rotation).
-HDD_P50_MS = 2.0
-#: Random reads per second below which a device counts as HDD-like. Throttled and shared devices (cgroup
-#: limits, cloud volumes) answer the first reads of a burst fast and then slow down, so rate over a run of
-#: reads is checked as well as the median latency.
-HDD_MAX_IOPS = 1000.0
-
 # Purpose tags mixed into the seed, so the streams for different purposes are independent.
 _TAG_RANDOM = 1
 _TAG_RUN_OFFSET = 2
 _TAG_SHARD_PERM = 3
 _TAG_RUN_NOISE = 4
-_TAG_PROBE = 5
 
 
 # -- layout -------------------------------------------------------------------------------------------------
@@ -122,13 +93,6 @@ class Layout:
         if c.size and int(c.min()) < 0:
             raise ValueError("record counts per shard must be >= 0")
         return cls(np.concatenate([np.zeros(1, np.int64), np.cumsum(c, dtype=np.int64)]))
-
-    @classmethod
-    def from_manifest(cls, manifest: Manifest) -> Layout:
-        """Layout of a dataset manifest; an LMDB dataset counts as one shard of ``manifest.records``."""
-        if manifest.backend == "lmdb":
-            return cls.from_counts([manifest.records])
-        return cls(manifest.starts())
 
     def locate(self, ids: npt.ArrayLike) -> tuple[IdArray, IdArray]:
         """(shard, index within the shard) of each global id, vectorised: O(len(ids) * log(shards)).
@@ -326,196 +290,3 @@ def rank_remaining(order: npt.ArrayLike, world: int, done: int, *, drop_last: bo
     done = min(done, per)
     pieces = [o[min(k * per + done, n):min((k + 1) * per, n)] for k in range(world)]
     return np.concatenate([np.zeros(0, np.int64)] + pieces).astype(np.int64, copy=False)
-
-
-def batch_bounds(n: int, batch_size: int, drop_last: bool) -> int:
-    """Number of batches of ``batch_size`` in ``n`` ids: ``floor`` with ``drop_last``, else ``ceil``.
-    Batch ``b`` is ``ids[batch_slice(b, n, batch_size)]``."""
-    n = _int_arg("n", n, 0, "pass the number of ids")
-    batch_size = _int_arg("batch_size", batch_size, 1, "use a positive batch size")
-    return n // batch_size if drop_last else -(-n // batch_size)
-
-
-def batch_slice(b: int, n: int, batch_size: int) -> slice:
-    """Slice of batch ``b`` in ``n`` ids (the last one may be short). Raises ValueError past the end."""
-    nb = batch_bounds(n, batch_size, False)
-    b = _int_arg("b", b, 0, "batch numbers count from 0")
-    if b >= nb:
-        raise ValueError(f"batch {b} is past the end: {n} ids make {nb} batches of {batch_size}")
-    return slice(b * batch_size, min((b + 1) * batch_size, n))
-
-
-def coalesce(ids: npt.ArrayLike, layout: Layout, max_gap: int = 0) -> list[tuple[int, int, int]]:
-    """Group a batch's ids into reads: sorted ``(shard, first_local_index, count)`` runs of consecutive
-    records in one shard, allowing up to ``max_gap`` missing records inside a run (the reader reads
-    through them and discards them). Every id lies in exactly one run; duplicate ids are read once.
-
-    Vectorised (sort + np.diff): O(k log k) for k ids. Raises ValueError for ids outside ``[0, N)``.
-    """
-    max_gap = _int_arg("max_gap", max_gap, 0, "pass the number of unwanted records a read may skip over")
-    g = np.sort(np.asarray(ids, dtype=np.int64).reshape(-1))
-    if g.size == 0:
-        return []
-    shard, local = layout.locate(g)
-    brk = np.flatnonzero((np.diff(g) > max_gap + 1) | (np.diff(shard) != 0)) + 1
-    first = np.concatenate([np.zeros(1, np.int64), brk])
-    last = np.concatenate([brk - 1, np.array([g.size - 1], np.int64)])
-    count = g[last] - g[first] + 1
-    return list(zip(shard[first].tolist(), local[first].tolist(), count.tolist()))
-
-
-# -- device probe -------------------------------------------------------------------------------------------
-class ProbeResult(TypedDict):
-    """What :func:`probe_latency` measured. ``cold`` is "fadvise" when each range was dropped from the page
-    cache first, "none" when that is not available (the reads may then be cache hits and look fast).
-    ``cached`` counts reads whose range was found still in the page cache after the drop (checked with
-    ``RWF_NOWAIT`` on Linux; e.g. tmpfs, or dirty pages): their times are cache hits."""
-
-    p50_ms: float
-    p90_ms: float
-    reads: int
-    cold: str
-    cached: int
-    iops: float
-
-
-# Page-cache folios can be up to 2 MiB (PMD size) and are aligned to their size; POSIX_FADV_DONTNEED skips a
-# folio that reaches outside the range, so the drop covers the aligned 2 MiB around each read.
-_DROP_SPAN = 2 << 20
-
-
-def _still_cached(fd: int, off: int, size: int) -> bool:
-    """True when ``[off, off + size)`` is (partly) in the page cache: a RWF_NOWAIT read succeeds only from
-    cache. False when it is not, or when this cannot be checked."""
-    flag = getattr(os, "RWF_NOWAIT", None)
-    if flag is None or not hasattr(os, "preadv"):
-        return False
-    try:
-        return os.preadv(fd, [bytearray(min(size, 4096))], off, flag) > 0
-    except OSError:  # EAGAIN: not cached; EOPNOTSUPP and others: cannot tell
-        return False
-
-
-def probe_latency(paths: Sequence[str | os.PathLike[str]], reads: int = 64, size: int = 4096,
-                  seed: int = 0) -> ProbeResult:
-    """Time ``reads`` random ``size``-byte reads at random ``size``-aligned offsets spread over the files
-    (at most ``reads`` of them, picked at random, each opened once).
-
-    Where ``os.posix_fadvise`` exists (Linux), each file gets POSIX_FADV_RANDOM (no read-ahead) and the
-    aligned 2 MiB around each read is dropped with POSIX_FADV_DONTNEED just before it, so the read goes to
-    the device; no root needed (dirty pages cannot be dropped, so files are fsynced first). Elsewhere the
-    reads are plain and may hit the page cache (``cold="none"``). One thread, queue depth 1: this is
-    per-read latency, and ``iops`` is reads per second over the whole run (a throttled device passes a
-    first burst quickly, so the rate shows what latency alone hides). Empty or unreadable files are skipped;
-    with nothing to read, ``reads`` is 0 and the times are NaN. Cost: ``reads`` x latency (~0.6 s on a
-    7200 rpm disk at the default 64, ~10 ms on an SSD); it evicts up to ``reads`` x 2 MiB of these files from
-    the page cache.
-    """
-    reads = _int_arg("reads", reads, 1, "probe at least one read")
-    size = _int_arg("size", size, 1, "use a positive read size in bytes")
-    rng = _rng(seed, 0, _TAG_PROBE)
-    fadvise = getattr(os, "posix_fadvise", None)
-    cold = "fadvise" if fadvise is not None else "none"
-    fds: list[tuple[int, int]] = []  # (fd, file size)
-    times: list[float] = []
-    cached = 0
-    try:
-        # Open at most `reads` non-empty files, picked at random: a dataset may have thousands of shards,
-        # more than the open-file limit.
-        for i in rng.permutation(len(paths)).tolist():
-            if len(fds) >= reads:
-                break
-            try:
-                fd = os.open(paths[i], os.O_RDONLY | getattr(os, "O_BINARY", 0))
-            except OSError:
-                continue
-            fsize = os.fstat(fd).st_size
-            if fsize == 0:
-                os.close(fd)
-                continue
-            fds.append((fd, fsize))
-            if fadvise is not None:
-                try:
-                    os.fsync(fd)
-                    fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-                except OSError:
-                    pass
-        if not fds:
-            return {"p50_ms": math.nan, "p90_ms": math.nan, "reads": 0, "cold": cold, "cached": 0,
-                    "iops": math.nan}
-        start = time.perf_counter()
-        for _ in range(reads):
-            fd, fsize = fds[int(rng.integers(len(fds)))]
-            off = int(rng.integers(max(fsize // size, 1))) * size
-            if fadvise is not None:
-                try:
-                    fadvise(fd, off - off % _DROP_SPAN, _DROP_SPAN, os.POSIX_FADV_DONTNEED)
-                except OSError:
-                    cold = "none"
-                cached += _still_cached(fd, off, size)
-            t0 = time.perf_counter()
-            if hasattr(os, "pread"):
-                os.pread(fd, size, off)
-            else:  # Windows
-                os.lseek(fd, off, os.SEEK_SET)
-                os.read(fd, size)
-            times.append((time.perf_counter() - t0) * 1e3)
-        elapsed = time.perf_counter() - start
-    finally:
-        for fd, _ in fds:
-            os.close(fd)
-    ms = sorted(times)
-    p90 = ms[min(len(ms) - 1, math.ceil(0.9 * len(ms)) - 1)]
-    return {"p50_ms": float(statistics.median(ms)), "p90_ms": float(p90), "reads": len(ms), "cold": cold,
-            "cached": cached, "iops": len(ms) / max(elapsed, 1e-9)}
-
-
-def is_hdd_like(probe: ProbeResult) -> bool:
-    """True when the probe looks like a rotating, throttled or network disk: median cold random read above
-    :data:`HDD_P50_MS` or fewer than :data:`HDD_MAX_IOPS` random reads per second."""
-    return probe["reads"] > 0 and (probe["p50_ms"] > HDD_P50_MS or probe["iops"] < HDD_MAX_IOPS)
-
-
-def _rotational_hint(path: str | os.PathLike[str]) -> str | None:
-    """The kernel's rotational flag for the block device holding ``path`` (Linux only; often wrong on
-    virtual disks, so only reported, never used to decide)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        st = os.stat(path)
-        base = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-        for q in (f"{base}/queue/rotational", f"{base}/../queue/rotational"):
-            if os.path.exists(q):
-                with open(q) as f:
-                    return f.read().strip()
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def choose_order(paths: Sequence[str | os.PathLike[str]]) -> tuple[str, str]:
-    """``(order, reason)`` for ``order="auto"``: "shard_shuffle" when the median cold random-read latency of
-    the shard files is above :data:`HDD_P50_MS` (a rotating disk or a slow network disk, where only large
-    sequential reads keep up), else "random". With nothing to measure it picks "shard_shuffle", which is
-    safe everywhere. The reason states the measured numbers. Cost: one :func:`probe_latency` (~0.2 s on HDD).
-    """
-    probe = probe_latency(paths)
-    return order_for_probe(probe, paths)
-
-
-def order_for_probe(probe: ProbeResult, paths: Sequence[str | os.PathLike[str]] = ()) -> tuple[str, str]:
-    """``(order, reason)`` from an existing :func:`probe_latency` result (see :func:`choose_order`)."""
-    rot = _rotational_hint(paths[0]) if paths else None
-    rot_note = f"; kernel rotational flag {rot} (not used: virtual disks often set it wrongly)" if rot else ""
-    if probe["reads"] == 0:
-        return "shard_shuffle", "no readable data to probe; shard_shuffle is safe on any storage" + rot_note
-    measured = (f"median cold 4 KiB random read {probe['p50_ms']:.3f} ms, p90 {probe['p90_ms']:.3f} ms, "
-                f"{probe['iops']:.0f} reads/s over {probe['reads']} reads (cache dropped: {probe['cold']}, "
-                f"still cached: {probe['cached']})")
-    if is_hdd_like(probe):
-        return "shard_shuffle", (f"{measured}: above {HDD_P50_MS} ms or below {HDD_MAX_IOPS:.0f} reads/s, "
-                                 "like a rotating, throttled or network disk, so reads must be large and "
-                                 f"sequential{rot_note}")
-    caveat = ("" if probe["cold"] == "fadvise" and probe["cached"] * 2 <= probe["reads"]
-              else " (reads hit the page cache, so the device itself was not measured)")
-    return "random", (f"{measured}: random reads are cheap here (SSD/NVMe or cached){caveat}{rot_note}")

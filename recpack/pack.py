@@ -20,7 +20,6 @@ With ``PackOptions(scheduler=...)`` steps 2 and 3 run as one Dask task per shard
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -40,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import BadImage, FormatError, PackError
+from .fileio import is_disk_full
 from .format import FORMAT_VERSION, SHARD_SUFFIX, encode_record, table_row
 from .imaging import ImageOptions, prepare, read_source
 from .index import MANIFEST_NAME, Manifest, ShardEntry, atomic_write, read_manifest, write_manifest
@@ -65,7 +65,6 @@ REPORT_NAME = "pack-report.tsv"
 STATE_DIR = ".recpack-pack"
 _CHUNK_ITEMS = 32
 _CHUNK_BYTES = 16 << 20
-_DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass(frozen=True)
@@ -459,7 +458,7 @@ def _write_shard(out: str, i: int, processed: Iterable[tuple[list[SourceItem], l
         os.replace(tmp, os.path.join(out, name))
     except OSError as exc:
         writer.abort()
-        if exc.errno in _DISK_FULL:
+        if is_disk_full(exc):
             raise _disk_error(exc, out, f"writing shard {name}") from None
         raise
     except BaseException:
@@ -578,7 +577,7 @@ def _pack_lmdb(out: str, plan: _Plan, opts: PackOptions, pool: _Pool, bar: _Mete
                 bar.update(len(chunk), nbytes)
             nbytes = w.finish(plan.source.classes)
         except OSError as exc:
-            if exc.errno in _DISK_FULL:
+            if is_disk_full(exc):
                 raise _disk_error(exc, out, "writing the LMDB database") from None
             raise
         return w.records, nbytes, w.skipped(), resumed
@@ -601,7 +600,7 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
     try:
         existing = _prepare_out(out, plan, opts)
     except OSError as exc:  # a disk full before the first shard (found on a real full ext4)
-        if exc.errno in _DISK_FULL:
+        if is_disk_full(exc):
             raise _disk_error(exc, out, "preparing the output folder") from None
         raise
     if existing is not None:
@@ -621,7 +620,7 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
             infos = []
         _write_report(out, skipped)
     except OSError as exc:  # shards turn their own into PackError; this is progress records and the report
-        if exc.errno in _DISK_FULL:
+        if is_disk_full(exc):
             raise _disk_error(exc, out, "writing progress records or the pack report") from None
         raise
     finally:
@@ -635,7 +634,7 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
     try:
         write_manifest(out, manifest)
     except OSError as exc:
-        if exc.errno in _DISK_FULL:
+        if is_disk_full(exc):
             raise _disk_error(exc, out, "writing index.json") from None
         raise
     shutil.rmtree(os.path.join(out, STATE_DIR), ignore_errors=True)

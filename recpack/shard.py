@@ -14,11 +14,11 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from .fileio import pread
+from .fileio import CHUNK_BYTES, SequentialReader, file_crc, open_readonly, pread
 from .closing import Closing
 from .errors import CorruptRecord, CorruptShard, FormatError
+from .crc import crc32c, crc32c_combine
 from .format import (
-    ALIGN,
     DATA_OFFSET,
     FORMAT_VERSION,
     HEADER_STRUCT,
@@ -27,8 +27,6 @@ from .format import (
     TABLE_DTYPE,
     ShardHeader,
     align_up,
-    crc32c,
-    crc32c_combine,
     decode_meta,
     decode_record_header,
     pack_header,
@@ -37,7 +35,6 @@ from .format import (
 )
 
 __all__ = [
-    "CHUNK_BYTES",
     "Record",
     "ShardWriter",
     "ShardInfo",
@@ -49,8 +46,6 @@ __all__ = [
     "parse_record",
 ]
 
-#: Size of one sequential read (a multiple of ALIGN). 8 MiB keeps an HDD streaming and costs ~nothing per record.
-CHUNK_BYTES = 8 << 20
 
 _RECORD_MAGIC_BYTES = RECORD_MAGIC.to_bytes(4, "little")
 
@@ -148,91 +143,6 @@ class ShardWriter:
         return len(self._rows)
 
 
-def _advise_sequential(fd: int) -> None:
-    if hasattr(os, "posix_fadvise"):
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        except OSError:
-            pass
-
-
-class _Sequential:
-    """Reads a file strictly front to back in CHUNK_BYTES pieces into one reused buffer, handing out
-    byte ranges as memoryviews into it.
-
-    Only a record that straddles the end of the buffer is moved (to the front) before the next read, so
-    the cost per byte is one read and nothing else. ``crc`` is the CRC32C of every byte read so far, so a
-    verifying pass checksums the whole file in the same single read. A view returned by :meth:`get` is
-    valid until the next call: release it (``del``) or copy what you keep."""
-
-    def __init__(self, fd: int, size: int, chunk: int = CHUNK_BYTES) -> None:
-        self.fd, self.size = fd, size
-        self.buf = bytearray(max(ALIGN, min(chunk, size)))
-        self.start = 0  # file offset of buf[0]
-        self.len = 0  # valid bytes in buf
-        self.crc = 0
-        self._f = open(fd, "rb", buffering=0, closefd=False)
-        _advise_sequential(fd)
-
-    def _read(self) -> int:
-        """Append the next piece of the file to the buffer; returns the bytes read (0 at EOF)."""
-        pos = self.start + self.len
-        room = min(len(self.buf) - self.len, self.size - pos)
-        if room <= 0:
-            return 0
-        self._f.seek(pos)
-        n = self._f.readinto(memoryview(self.buf)[self.len:self.len + room]) or 0
-        if n:
-            self.crc = crc32c(memoryview(self.buf)[self.len:self.len + n], self.crc)
-            self.len += n
-        return n
-
-    def get(self, a: int, b: int) -> memoryview:
-        """Bytes [a, b) of the file (shorter at EOF). ``a`` never goes backwards."""
-        b = min(b, self.size)
-        end = self.start + self.len
-        if self.start <= a and b <= end:
-            return memoryview(self.buf)[a - self.start:b - self.start]
-        if a < self.start:
-            raise ValueError(f"sequential reader cannot go back to {a} (at {self.start})")
-        if a < end:  # keep the part of [a, end) already read
-            keep = end - a
-            self.buf[:keep] = self.buf[a - self.start:self.len]
-            self.start, self.len = a, keep
-        else:  # skip to a, reading (and checksumming) the gap
-            self.start, self.len = end, 0
-            while a - self.start >= len(self.buf):
-                if not self._read():
-                    break
-                self.start, self.len = self.start + self.len, 0
-        if b - self.start > len(self.buf):  # a record larger than the buffer
-            self.buf.extend(bytes(b - self.start - len(self.buf)))
-        while self.start + self.len < b and self._read():
-            pass
-        return memoryview(self.buf)[a - self.start:min(b, self.start + self.len) - self.start]
-
-    def finish(self) -> int:
-        """Read to the end of the file; return the CRC32C of the whole file."""
-        while True:
-            self.start, self.len = self.start + self.len, 0
-            if not self._read():
-                return self.crc
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def open_shard(path: str) -> int:
-    """A read-only descriptor of the shard file at ``path``; a file that is missing or cannot be opened is a
-    FormatError naming it (a dataset whose index.json lists it is incomplete), not a bare OSError."""
-    try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        raise FormatError(f"cannot open the shard ({exc.strerror or exc}); the dataset's index.json lists it, so "
-                          "the dataset is incomplete or unreadable: copy it again, or fix the permissions", path
-                          ) from exc
-
-
 class ShardReader(Closing):
     """Random and sequential access to one shard. Opening reads and checks the header and footer table.
 
@@ -241,7 +151,7 @@ class ShardReader(Closing):
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = -1
-        self.fd = open_shard(path)
+        self.fd = open_readonly(path)
         try:
             self.size = os.fstat(self.fd).st_size
             self.header = unpack_header(pread(self.fd, HEADER_STRUCT.size, 0), path, self.size)
@@ -272,7 +182,7 @@ class ShardReader(Closing):
 
     def iter_sequential(self) -> Iterator[tuple[int, Record | CorruptRecord]]:
         """Every record in file order via large sequential reads: (index, record or the error)."""
-        seq = _Sequential(self.fd, self.size)
+        seq = SequentialReader(self.fd, self.size)
         for j, (offset, length) in enumerate(zip(self.table["offset"].tolist(), self.table["length"].tolist())):
             view = seq.get(offset, offset + length)
             try:
@@ -294,11 +204,11 @@ def scan_records(path: str, start: int = DATA_OFFSET, end: int | None = None
                  ) -> Iterator[tuple[int, Record | CorruptRecord]]:
     """Recover records without trusting the footer: walk from ``start``, and after damage resynchronise
     on the next record magic whose header checksum is valid. Yields (offset, record or error)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    fd = open_readonly(path)
     try:
         size = os.fstat(fd).st_size
         end = size if end is None else min(end, size)
-        seq = _Sequential(fd, size)
+        seq = SequentialReader(fd, size)
         pos = start
         while pos + RECORD_HEADER_SIZE <= end:
             head = bytes(seq.get(pos, pos + RECORD_HEADER_SIZE))
@@ -333,12 +243,12 @@ def scan_records(path: str, start: int = DATA_OFFSET, end: int | None = None
         os.close(fd)
 
 
-def _all_zero(seq: _Sequential, pos: int, end: int) -> bool:
+def _all_zero(seq: SequentialReader, pos: int, end: int) -> bool:
     stop = min(end, align_up(pos + 1))  # padding never crosses the next ALIGN boundary
     return not any(bytes(seq.get(pos, stop)))
 
 
-def _find_magic(seq: _Sequential, pos: int, end: int) -> int | None:
+def _find_magic(seq: SequentialReader, pos: int, end: int) -> int | None:
     """Offset of the next plausible record header (magic + valid header CRC) at or after ``pos``."""
     while pos + RECORD_HEADER_SIZE <= end:
         window = bytes(seq.get(pos, min(end, pos + CHUNK_BYTES // 2)))
@@ -419,9 +329,9 @@ def check_shard(path: str, decode: Callable[[Record], None] | None = None,
                 progress(offset - done)
                 done = offset
         result.bytes = os.path.getsize(path)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        fd = open_readonly(path)
         try:
-            result.crc32c = _fd_crc(fd, result.bytes)
+            result.crc32c = file_crc(fd, result.bytes)
         finally:
             os.close(fd)
         return result
@@ -429,7 +339,7 @@ def check_shard(path: str, decode: Callable[[Record], None] | None = None,
     with reader:
         result.expected = len(reader)
         result.bytes = reader.size
-        seq = _Sequential(reader.fd, reader.size)
+        seq = SequentialReader(reader.fd, reader.size)
         prev_end = DATA_OFFSET
         for offset, length in zip(reader.table["offset"].tolist(), reader.table["length"].tolist()):
             if offset != prev_end:
@@ -456,18 +366,18 @@ def check_shard(path: str, decode: Callable[[Record], None] | None = None,
     return result
 
 
-def confirm_written(path: str, records: int, file_crc: int) -> int:
+def confirm_written(path: str, records: int, expected_crc: int) -> int:
     """Read a just-written shard back: its header and table must parse, hold ``records`` records, and the
-    whole file's CRC32C must equal ``file_crc`` (computed while writing). Returns the file size.
+    whole file's CRC32C must equal ``expected_crc`` (computed while writing). Returns the file size.
 
     Cheaper than :func:`check_shard` (no per-record parsing) and as strong for a file we just wrote: any
     byte that differs from what was written changes the CRC."""
     with ShardReader(path) as reader:
         if len(reader) != records:
             raise CorruptShard(f"holds {len(reader)} records after writing {records}", path, 0)
-        crc = _fd_crc(reader.fd, reader.size)
-        if crc != file_crc:
-            raise CorruptShard(f"reads back with CRC32C {crc:08x}, not the {file_crc:08x} written", path, 0)
+        crc = file_crc(reader.fd, reader.size)
+        if crc != expected_crc:
+            raise CorruptShard(f"reads back with CRC32C {crc:08x}, not the {expected_crc:08x} written", path, 0)
         return reader.size
 
 
@@ -482,21 +392,3 @@ def _msg(exc: FormatError) -> str:
     text = str(exc)
     prefix = f"{exc.path} @ offset {exc.offset}: "
     return text[len(prefix):] if text.startswith(prefix) else text
-
-
-def _fd_crc(fd: int, size: int) -> int:
-    """CRC32C of the first ``size`` bytes of ``fd``, read into one reused buffer (no per-chunk allocation)."""
-    _advise_sequential(fd)
-    buf = bytearray(min(CHUNK_BYTES, max(size, 1)))
-    view = memoryview(buf)
-    crc, off = 0, 0
-    with open(fd, "rb", buffering=0, closefd=False) as f:
-        f.seek(0)
-        while off < size:
-            n = f.readinto(view[:min(len(buf), size - off)])
-            if not n:
-                break
-            crc = crc32c(view[:n], crc)
-            off += n
-    return crc
-

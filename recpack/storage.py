@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import mmap
 import os
 import threading
@@ -39,7 +38,7 @@ import numpy as np
 from .errors import FormatError
 from .format import ALIGN, split_record
 from .index import Manifest
-from .shard import open_shard
+from .fileio import PositionalFile, advise
 
 __all__ = ["BufferPool", "Table", "ShardFiles", "LmdbRecords", "Segments", "plan_segments", "record_payload",
            "read_into"]
@@ -124,69 +123,6 @@ def plan_segments(order: np.ndarray, table: Table, max_bytes: int) -> Segments:
     return Segments(starts, (np.cumsum(brk) - 1).astype(np.int64))
 
 
-def _advise(fd: int, advice: str, offset: int = 0, length: int = 0) -> None:
-    flag = getattr(os, f"POSIX_FADV_{advice}", None)
-    if flag is not None and hasattr(os, "posix_fadvise"):
-        try:
-            os.posix_fadvise(fd, offset, length, flag)
-        except OSError:
-            pass
-
-
-class _File:
-    """A read-only file with positional reads that work on every platform (``os.preadv`` where it exists,
-    else a locked seek + readinto)."""
-
-    def __init__(self, path: str, direct: bool = False) -> None:
-        self.path = path
-        self.direct = False
-        fd = -1
-        if direct and hasattr(os, "O_DIRECT"):
-            try:  # file systems without direct I/O (tmpfs, some network ones) refuse it: read through the cache
-                fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-                self.direct = True
-            except OSError:
-                fd = -1
-        if fd < 0:
-            fd = open_shard(path)
-        self._f = open(fd, "rb", buffering=0)
-        self.fd = self._f.fileno()
-        self.size = os.fstat(self.fd).st_size
-        self._lock = threading.Lock()
-
-    def read_into(self, view: memoryview, offset: int) -> int:
-        """Fill ``view`` from ``offset`` (fewer bytes at EOF); returns the bytes read. With direct I/O,
-        ``view``'s address, length and ``offset`` must be multiples of ALIGN (read_into below sees to it)."""
-        done = 0
-        while done < len(view):
-            if hasattr(os, "preadv"):
-                try:
-                    n = os.preadv(self.fd, [view[done:]], offset + done)
-                except OSError as exc:
-                    if not self.direct or exc.errno != errno.EINVAL:
-                        raise
-                    self._buffered()  # direct I/O refused this request (alignment): go through the cache
-                    continue
-            else:
-                with self._lock:
-                    self._f.seek(offset + done)
-                    n = self._f.readinto(view[done:]) or 0
-            if n <= 0:
-                break
-            done += n
-        return done
-
-    def _buffered(self) -> None:
-        with self._lock:
-            if self.direct:
-                f = open(self.path, "rb", buffering=0)
-                old, self._f, self.fd, self.direct = self._f, f, f.fileno(), False
-                old.close()
-
-    def close(self) -> None:
-        self._f.close()
-
-
 class BufferPool:
     """Reusable uint8 buffers: :meth:`take` returns an array of the asked size whose memory comes back to
     the pool once that array and every view of it (memoryviews, slices) are gone, whichever thread drops
@@ -267,7 +203,7 @@ def _allocate(c: int) -> np.ndarray:
     return raw[skip:skip + c]
 
 
-def read_into(f: _File, buf: bytearray, at: int, start: int, end: int) -> tuple[int, int]:
+def read_into(f: PositionalFile, buf: bytearray, at: int, start: int, end: int) -> tuple[int, int]:
     """Read file bytes [start, end) widened to ALIGN boundaries into ``buf[at:]``.
 
     Returns (buffer position of file offset ``start``, bytes read). ``buf[at:]`` must hold the widened span
@@ -296,20 +232,20 @@ class ShardFiles:
     def __init__(self, folder: str, manifest: Manifest, pattern: str, direct: bool = False) -> None:
         self.names = [s.name for s in manifest.shards]
         self.paths = [os.path.join(folder, n) for n in self.names]
-        self._files: list[_File | None] = [None] * len(self.paths)
+        self._files: list[PositionalFile | None] = [None] * len(self.paths)
         self._lock = threading.Lock()
         self.pattern = pattern  # "sequential" | "random"
-        self.direct = direct  # O_DIRECT where the file system allows it (see _File)
+        self.direct = direct  # O_DIRECT where the file system allows it (see PositionalFile)
 
-    def file(self, s: int) -> _File:
+    def file(self, s: int) -> PositionalFile:
         f = self._files[s]
         if f is None:
             with self._lock:
                 f = self._files[s]
                 if f is None:
-                    f = _File(self.paths[s], self.direct)
+                    f = PositionalFile(self.paths[s], self.direct)
                     if not f.direct:
-                        _advise(f.fd, "RANDOM" if self.pattern == "random" else "SEQUENTIAL")
+                        advise(f.fd, "RANDOM" if self.pattern == "random" else "SEQUENTIAL")
                     self._files[s] = f
         return f
 

@@ -220,7 +220,7 @@ def test_classify(p50: float, iops: float, many: float | None, share: float | No
 
 
 def test_classify_matches_order_thresholds() -> None:
-    from recpack.order import HDD_MAX_IOPS, HDD_P50_MS
+    from recpack.probe import HDD_MAX_IOPS, HDD_P50_MS
     assert stats.HDD_P50_US == HDD_P50_MS * 1000 and stats.HDD_MAX_IOPS == HDD_MAX_IOPS
     with pytest.raises(ValueError, match="QD1"):
         stats.classify(float("nan"), 1.0)

@@ -124,7 +124,7 @@ def test_header_parser_random_bytes(buf: bytes, file_size: int) -> None:
 @given(u64s(), u64s(), u64s(), u64s(), u64s(), st.integers(0, 2**32 - 1), st.integers(0, 1 << 40))
 def test_header_parser_valid_checksum_any_fields(count: int, d_off: int, d_len: int, t_off: int, t_len: int,
                                                  t_crc: int, file_size: int) -> None:
-    from recpack.format import crc32c
+    from recpack.crc import crc32c
 
     fields = HEADER_STRUCT.pack(MAGIC, FORMAT_VERSION, 0, count, d_off, d_len, t_off, t_len, t_crc, 0)[:-4]
     buf = fields + struct.pack("<I", crc32c(fields))  # reach the layout checks

@@ -455,9 +455,9 @@ def test_memory_is_flat_across_epochs(dataset: Path) -> None:
 
 
 def test_direct_io_reads_the_same_bytes(dataset: Path) -> None:
-    from recpack.storage import _File
+    from recpack.fileio import PositionalFile
 
-    probe = _File(str(next(dataset.glob("*.rpk"))), direct=True)
+    probe = PositionalFile(str(next(dataset.glob("*.rpk"))), direct=True)
     direct_here = probe.direct
     probe.close()
     want = epoch_batches(Loader(dataset, seed=3, order="shard_shuffle", io="buffered", **SMALL))
@@ -477,19 +477,6 @@ def test_direct_io_reads_the_same_bytes(dataset: Path) -> None:
         pytest.skip("this file system refuses O_DIRECT: the Loader read through the page cache instead")
 
 
-def test_io_auto_goes_direct_only_for_data_larger_than_the_page_cache(dataset: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import recpack.loader as RL
-
-    shards = [str(p) for p in sorted(dataset.glob("*.rpk"))]
-    monkeypatch.setattr(RL, "_memory_available", lambda: 1 << 40)
-    for hdd in (False, True):
-        assert RL._io_mode("auto", hdd, False, shards)[0] == "buffered"  # fits the cache
-    monkeypatch.setattr(RL, "_memory_available", lambda: 1000)
-    for hdd in (False, True):
-        mode, why = RL._io_mode("auto", hdd, False, shards)
-        assert mode == "direct" and "page cache" in why
-        assert RL._io_mode("auto", hdd, True, shards)[0] == "buffered"  # LMDB: its memory map
-        assert RL._io_mode("buffered", hdd, False, shards) == ("buffered", "chosen by the caller")
+def test_io_must_be_known(dataset: Path) -> None:
     with pytest.raises(ValueError, match="io must be"):
         Loader(dataset, io="fast", **SMALL)

@@ -1,10 +1,9 @@
 """recpack.order: orders are permutations, deterministic, per-epoch different; shard_shuffle reads in runs;
-rank shares; batches; coalesce against a naive reference; the device probe runs."""
+rank shares."""
 
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -15,12 +14,7 @@ from recpack import order as O
 from recpack.order import (
     ORDERS,
     Layout,
-    batch_bounds,
-    batch_slice,
-    choose_order,
-    coalesce,
     order_shard_shuffle,
-    probe_latency,
     rank_share,
 )
 
@@ -42,11 +36,16 @@ def run_lengths(o: np.ndarray) -> np.ndarray:
     return np.diff(edges)
 
 
+def reads_for(ids: np.ndarray, lay: Layout) -> int:
+    """Reads a batch needs: stretches of consecutive ids of one shard among its sorted ids."""
+    g = np.unique(ids)
+    shard, _ = lay.locate(g)
+    return 1 + int(np.count_nonzero((np.diff(g) != 1) | (np.diff(shard) != 0))) if g.size else 0
+
+
 def test_public_names() -> None:
-    assert set(O.__all__) == {"Layout", "ORDERS", "SHARD_SHUFFLE_DEFAULTS", "HDD_P50_MS", "ProbeResult",
-                              "order_sequential", "order_random", "order_shard_shuffle", "rank_share",
-                              "batch_bounds", "batch_slice", "coalesce", "probe_latency", "choose_order",
-                              "HDD_MAX_IOPS", "is_hdd_like", "order_for_probe"}
+    assert set(O.__all__) == {"Layout", "ORDERS", "SHARD_SHUFFLE_DEFAULTS", "order_sequential", "order_random",
+                              "order_shard_shuffle", "rank_share", "rank_remaining"}
     assert set(ORDERS) == {"sequential", "shard_shuffle", "random"}
 
 
@@ -65,14 +64,6 @@ def test_layout_basics_and_validation() -> None:
         Layout.from_counts([1, -1])
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
         lay.locate([5])
-
-
-def test_layout_from_manifest() -> None:
-    from recpack.index import Manifest, ShardEntry
-
-    m = Manifest(records=7, shards=[ShardEntry("a.rec", 4, 0, 0), ShardEntry("b.rec", 3, 0, 0)])
-    assert Layout.from_manifest(m).starts.tolist() == [0, 4, 7]
-    assert Layout.from_manifest(Manifest(records=9, backend="lmdb")).starts.tolist() == [0, 9]
 
 
 # -- orders -------------------------------------------------------------------------------------------------
@@ -143,14 +134,14 @@ def test_shard_shuffle_run_lengths_and_batches() -> None:
     lengths = run_lengths(o)
     # Maximal consecutive stretches: ~run (shard-edge pieces shorten, neighbouring runs of one shard may join).
     assert 0.8 * 64 <= lengths.mean() <= 1.5 * 64
-    reads = [len(coalesce(o[batch_slice(b, o.size, 256)], lay)) for b in range(batch_bounds(o.size, 256, True))]
+    reads = [reads_for(o[b * 256:(b + 1) * 256], lay) for b in range(o.size // 256)]
     assert np.mean(reads) <= 256 / 64 + 2 and max(reads) <= 10
     # Runs mix across shards: consecutive stretches of 16 runs touch several shards.
     shard, _ = lay.locate(o)
     assert len(set(shard[: 16 * 64].tolist())) >= 3
     # The random order, for contrast, needs ~one read per record.
     r = ORDERS["random"](lay, 7, 2)
-    assert len(coalesce(r[:256], lay)) > 200
+    assert reads_for(r[:256], lay) > 200
 
 
 def test_order_argument_errors() -> None:
@@ -217,85 +208,3 @@ def test_rank_share_validation() -> None:
     s = rank_share(o, 0, 1, 0)
     s[0] = 99
     assert o[0] == 0  # a copy, safe to shuffle in place
-
-
-def test_batches() -> None:
-    assert batch_bounds(10, 4, False) == 3 and batch_bounds(10, 4, True) == 2 and batch_bounds(0, 4, False) == 0
-    assert batch_slice(2, 10, 4) == slice(8, 10)
-    with pytest.raises(ValueError, match="past the end"):
-        batch_slice(3, 10, 4)
-    with pytest.raises(ValueError, match="batch_size"):
-        batch_bounds(10, 0, False)
-
-
-# -- coalesce -----------------------------------------------------------------------------------------------
-def coalesce_reference(ids: list[int], starts: list[int], max_gap: int) -> list[tuple[int, int, int]]:
-    def where(g: int) -> tuple[int, int]:
-        s = max(i for i in range(len(starts) - 1) if starts[i] <= g < starts[i + 1])
-        return s, g - starts[s]
-
-    out: list[tuple[int, int, int]] = []
-    prev = None
-    for g in sorted(set(ids)):
-        s, j = where(g)
-        if prev is not None and prev[0] == s and g - prev[1] <= max_gap + 1:
-            sh, first, _ = out[-1]
-            out[-1] = (sh, first, j - first + 1)
-        else:
-            out.append((s, j, 1))
-        prev = (s, g)
-    return out
-
-
-@settings(max_examples=300, deadline=None)
-@given(data=st.data(), counts=st.lists(st.integers(0, 40), min_size=1, max_size=8), max_gap=st.integers(0, 5))
-def test_coalesce_matches_reference(data: st.DataObject, counts: list[int], max_gap: int) -> None:
-    lay = Layout.from_counts(counts)
-    ids = data.draw(st.lists(st.integers(0, lay.n - 1), max_size=60)) if lay.n else []
-    got = coalesce(np.asarray(ids, dtype=np.int64), lay, max_gap)
-    assert got == coalesce_reference(ids, lay.starts.tolist(), max_gap)
-    assert all(type(v) is int for t in got for v in t)
-
-
-def test_coalesce_errors() -> None:
-    lay = Layout.from_counts([4])
-    with pytest.raises(ValueError):
-        coalesce([4], lay)
-    with pytest.raises(ValueError, match="max_gap"):
-        coalesce([1], lay, -1)
-    assert coalesce([], lay) == []
-
-
-# -- device probe -------------------------------------------------------------------------------------------
-def test_probe_and_choose(tmp_path: os.PathLike[str]) -> None:
-    paths = []
-    for i, size in enumerate((1 << 20, 100, 0)):
-        p = os.path.join(tmp_path, f"s{i}.rec")
-        with open(p, "wb") as f:
-            f.write(os.urandom(size))
-        paths.append(p)
-    r = probe_latency(paths, reads=10)
-    assert r["reads"] == 10 and r["cold"] in ("fadvise", "none") and 0 <= r["cached"] <= 10
-    assert 0 <= r["p50_ms"] <= r["p90_ms"] < 60_000
-    order, reason = choose_order(paths)
-    assert order in ("shard_shuffle", "random") and "ms" in reason
-    empty = probe_latency([paths[2], os.path.join(tmp_path, "missing")])
-    assert empty["reads"] == 0 and math.isnan(empty["p50_ms"])
-    assert choose_order([])[0] == "shard_shuffle"
-    many = []
-    for i in range(50):  # opens only as many files as it reads (datasets can exceed the open-file limit)
-        many.append(os.path.join(tmp_path, f"m{i}.rec"))
-        with open(many[-1], "wb") as f:
-            f.write(b"x" * 5000)
-    assert probe_latency(many, reads=3)["reads"] == 3
-
-
-def test_hdd_like_from_latency_or_rate() -> None:
-    from recpack.order import is_hdd_like, order_for_probe
-
-    fast = {"p50_ms": 0.05, "p90_ms": 0.1, "reads": 64, "cold": "fadvise", "cached": 0, "iops": 15000.0}
-    slow = {**fast, "p50_ms": 8.0, "iops": 120.0}
-    throttled = {**fast, "iops": 130.0}  # quick first burst, then rate-limited
-    assert not is_hdd_like(fast) and is_hdd_like(slow) and is_hdd_like(throttled)  # type: ignore[arg-type]
-    assert order_for_probe(throttled)[0] == "shard_shuffle"  # type: ignore[arg-type]
-    assert order_for_probe(fast)[0] == "random"  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ import pytest
 
 import recpack
 from recpack.errors import CorruptRecord, CorruptShard, FormatError, ManifestError
+from recpack.crc import crc32c
 from recpack.format import (
     DATA_OFFSET,
     FORMAT_VERSION,
@@ -23,7 +24,6 @@ from recpack.format import (
     MAGIC,
     RECORD_HEADER_STRUCT,
     RECORD_MAGIC,
-    crc32c,
     split_record,
     unpack_header,
 )
@@ -214,11 +214,11 @@ def test_a_missing_shard_is_a_clear_error_everywhere(tmp_path: Path) -> None:
     make_image_folder(tmp_path / "src", 9, classes=3, size=(32, 24), seed=2)
     pack(tmp_path / "src", tmp_path / "ds", PackOptions(num_shards=3, workers=0, progress=False, fsync=False))
     (tmp_path / "ds" / "shard-00001.rpk").unlink()
-    with pytest.raises(FormatError, match="shard-00001.rpk.*cannot open the shard"):
+    with pytest.raises(FormatError, match="shard-00001.rpk.*cannot open the file"):
         with recpack.open(tmp_path / "ds") as ds:
             for _ in ds:
                 pass
-    with pytest.raises(FormatError, match="cannot open the shard"):
+    with pytest.raises(FormatError, match="cannot open the file"):
         Loader(tmp_path / "ds", batch_size=4, size=16, device="cpu")
     result = verify(str(tmp_path / "ds"))
     assert result.problems and "missing" in result.problems[0].message

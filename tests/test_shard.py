@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recpack.errors import BadMagic, CorruptRecord, CorruptShard, FormatVersionError
+from recpack.crc import crc32c
 from recpack.format import (
     ALIGN,
     DATA_OFFSET,
@@ -18,7 +19,6 @@ from recpack.format import (
     RECORD_HEADER_STRUCT,
     RECORD_MAGIC,
     TABLE_DTYPE,
-    crc32c,
     decode_record_header,
     encode_record,
     table_row,
@@ -159,7 +159,7 @@ def test_failed_open_never_closes_another_files_descriptor(tmp_path: Path) -> No
 
 @given(a=st.binary(max_size=5000), b=st.binary(max_size=5000))
 def test_crc32c_combine(a: bytes, b: bytes) -> None:
-    from recpack.format import crc32c_combine
+    from recpack.crc import crc32c_combine
 
     assert crc32c_combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..order import HDD_MAX_IOPS, HDD_P50_MS
+from ..probe import HDD_MAX_IOPS, HDD_P50_MS
 
 __all__ = [
     "percentiles_us",
