@@ -63,7 +63,7 @@ def _harness(target: str, work: str):  # type: ignore[no-untyped-def]
     from recpack.errors import RecpackError
     from recpack.format import decode_meta, split_record, unpack_header
     from recpack.index import read_manifest
-    from recpack.mxrec import RecFile, parse_payload, read_idx, scan, unframe
+    from recpack.backends.mxrec import RecFile, parse_payload, read_idx, scan, unframe
     from recpack.shard import ShardReader, check_shard, scan_records
 
     def guarded(fn, *args):  # type: ignore[no-untyped-def]
@@ -135,7 +135,7 @@ def run_one(target: str, libfuzzer_args: list[str]) -> None:
     with atheris.instrument_imports(include=["recpack"]):
         import recpack.format  # noqa: F401
         import recpack.index  # noqa: F401
-        import recpack.mxrec  # noqa: F401
+        import recpack.backends.mxrec  # noqa: F401
         import recpack.shard  # noqa: F401
     work = tempfile.mkdtemp(prefix=f"recpack-atheris-{target}-")
     if target == "manifest":  # a real shard next to the fuzzed manifest

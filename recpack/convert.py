@@ -70,7 +70,7 @@ class ConvertItem(SourceItem):
             if len(raw) != self.size:
                 raise BadImage(f"unreadable: container ends after {len(raw)} of {self.size} bytes", self.path)
             if self.kind == "rec":
-                from .mxrec import parse_payload, unframe
+                from .backends.mxrec import parse_payload, unframe
 
                 payload, _ = unframe(raw, self.container, self.offset)
                 return bytes(parse_payload(payload, self.container, self.offset)[1])
@@ -91,7 +91,7 @@ def _lmdb_reader(folder: str) -> Any:
         r = _LMDB.get(folder)
         if r is None:
             from .index import read_manifest
-            from .lmdbstore import LmdbReader
+            from .backends.lmdb import LmdbReader
 
             r = _LMDB[folder] = LmdbReader(folder, read_manifest(folder).records)
         return r
@@ -103,7 +103,7 @@ def _lmdb_reader(folder: str) -> Any:
 def source_for(src: str, progress: bool = False) -> Source:
     """The :class:`~recpack.sources.Source` of items to convert from ``src`` (see the module docstring).
     Planning reads the RecordIO file once (labels live in the records) or the tar headers and sidecars."""
-    from .mxrec import is_rec
+    from .backends.mxrec import is_rec
 
     if is_rec(src):
         return _rec_source(src, progress)
@@ -117,7 +117,7 @@ def source_for(src: str, progress: bool = False) -> Source:
 
 
 def _rec_source(path: str, progress: bool) -> Source:
-    from .mxrec import _label, idx_path, parse_payload, read_idx, scan
+    from .backends.mxrec import _label, idx_path, parse_payload, read_idx, scan
 
     size = os.path.getsize(path)
     mtime = os.stat(path).st_mtime_ns

@@ -16,7 +16,7 @@ from .closing import Closing
 from .errors import CorruptRecord, FormatError
 from .format import TABLE_DTYPE
 from .index import Manifest, locate, read_manifest
-from .lmdbstore import LmdbReader
+from .backends.lmdb import LmdbReader
 from .shard import Record, ShardReader, scan_records
 
 __all__ = ["Dataset", "open", "Record"]
@@ -163,11 +163,11 @@ class Dataset(Closing):
 
 def open(path: str | os.PathLike[str], on_error: str = "raise") -> Dataset:  # noqa: A001 - public API name
     """Open the recpack dataset in folder ``path`` (or its index.json), or an MXNet RecordIO ``.rec`` file
-    (read directly, with its ``.idx`` when there is one; see :mod:`recpack.mxrec`).
+    (read directly, with its ``.idx`` when there is one; see :mod:`recpack.backends.mxrec`).
 
     ``on_error``: "raise" (default) raises :class:`CorruptRecord` at the first damaged record while
     iterating; "skip" skips and counts damaged records. ``ds[i]`` always raises on a damaged record."""
-    from .mxrec import RecDataset, is_rec
+    from .backends.mxrec import RecDataset, is_rec
 
     if is_rec(path):
         return RecDataset(os.fspath(path), on_error)

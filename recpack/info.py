@@ -53,6 +53,6 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _lmdb_size(folder: str) -> int:
-    from .lmdbstore import LMDB_FILE
+    from .backends.lmdb import LMDB_FILE
 
     return os.path.getsize(os.path.join(folder, LMDB_FILE))

@@ -169,10 +169,10 @@ class Loader(Closing):
             raise ValueError(f"dtype must be a float dtype for normalize, not {dtype}")
 
         self._extract: Callable[[Any, str, int], Any] = record_payload  # a record's checked image bytes
-        from .mxrec import is_rec
+        from .backends.mxrec import is_rec
 
-        if is_rec(path):  # an MXNet .rec read directly: its spans are read like shard segments (recpack.mxrec)
-            from .mxrec import loader_source, record_payload as rec_payload
+        if is_rec(path):  # an MXNet .rec read directly: its spans are read like shard segments (recpack.backends.mxrec)
+            from .backends.mxrec import loader_source, record_payload as rec_payload
 
             self.path, self.manifest, self.table = loader_source(os.fspath(path))
             self._extract = rec_payload

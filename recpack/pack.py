@@ -558,7 +558,7 @@ def _load_done(state: str, out: str, i: int) -> tuple[ShardInfo, list[Skipped]] 
 
 def _pack_lmdb(out: str, plan: _Plan, opts: PackOptions, pool: _Pool, bar: _Meter
                ) -> tuple[int, int, list[Skipped], int]:
-    from .lmdbstore import LmdbWriter
+    from .backends.lmdb import LmdbWriter
 
     positions = np.arange(len(plan.order))
     with LmdbWriter(out, plan.fingerprint, map_size=2 * plan.source_bytes + (64 << 20)) as w:

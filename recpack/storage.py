@@ -261,7 +261,7 @@ class LmdbRecords:
     """Record bytes from an LMDB dataset (random access through LMDB's memory map)."""
 
     def __init__(self, folder: str, records: int) -> None:
-        from .lmdbstore import LmdbReader
+        from .backends.lmdb import LmdbReader
 
         self.reader = LmdbReader(folder, records)
 

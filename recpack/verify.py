@@ -52,7 +52,7 @@ def _decoder() -> Callable[[Record], None]:
 def verify(path: str | os.PathLike[str], decode: bool = False, progress: bool = False) -> VerifyResult:
     """Check the dataset at ``path``; never raises for damaged data (it is reported in the result)."""
     folder = os.fspath(path)
-    from .mxrec import is_rec, verify_rec
+    from .backends.mxrec import is_rec, verify_rec
 
     if is_rec(folder):  # an MXNet RecordIO file, checked frame by frame
         return verify_rec(folder, decode, progress)
@@ -96,7 +96,7 @@ def verify(path: str | os.PathLike[str], decode: bool = False, progress: bool = 
 
 def _verify_lmdb(folder: str, records: int, dec: Callable[[Record], None] | None, result: VerifyResult,
                  progress: bool) -> None:
-    from .lmdbstore import LMDB_FILE, LmdbReader
+    from .backends.lmdb import LMDB_FILE, LmdbReader
 
     try:
         reader = LmdbReader(folder, records)

@@ -35,7 +35,7 @@ from recpack.format import (
     unpack_header,
 )
 from recpack.index import read_manifest
-from recpack.mxrec import RecFile, parse_payload, read_idx, scan, unframe
+from recpack.backends.mxrec import RecFile, parse_payload, read_idx, scan, unframe
 from recpack.pack import PackOptions, pack
 from recpack.shard import ShardReader, check_shard, parse_record, scan_records
 from recpack.synth import make_image_folder

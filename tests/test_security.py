@@ -28,7 +28,7 @@ from recpack.format import (
     unpack_header,
 )
 from recpack.index import Manifest, ShardEntry, read_manifest
-from recpack.mxrec import scan
+from recpack.backends.mxrec import scan
 from recpack.shard import ShardReader, check_shard, scan_records
 from recpack.verify import verify
 

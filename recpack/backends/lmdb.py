@@ -25,10 +25,10 @@ import lmdb
 import msgpack
 import numpy as np
 
-from .errors import CorruptRecord, FormatError, FormatVersionError
-from .crc import crc32c
-from .format import FORMAT_VERSION, MAX_DATA_BYTES, MAX_META_BYTES, TABLE_DTYPE, table_row
-from .shard import Record, parse_record
+from ..errors import CorruptRecord, FormatError, FormatVersionError
+from ..crc import crc32c
+from ..format import FORMAT_VERSION, MAX_DATA_BYTES, MAX_META_BYTES, TABLE_DTYPE, table_row
+from ..shard import Record, parse_record
 
 __all__ = ["LMDB_FILE", "LmdbWriter", "LmdbReader", "record_key", "encode_value", "decode_value"]
 
@@ -160,7 +160,7 @@ class LmdbWriter:
         return nbytes
 
     def skipped(self) -> list[Any]:
-        from .pack import Skipped
+        from ..pack import Skipped
 
         out = []
         with self.env.begin() as txn:

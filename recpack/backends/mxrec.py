@@ -37,14 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import Dataset
-from .errors import CorruptRecord, DecodeError, FormatError
-from .fileio import SequentialReader, open_readonly, pread
-from .format import TABLE_DTYPE, table_row
-from .index import Manifest, ShardEntry
-from .shard import Record
-from .storage import Table
-from .verify import VerifyResult
+from ..dataset import Dataset
+from ..errors import CorruptRecord, DecodeError, FormatError
+from ..fileio import SequentialReader, open_readonly, pread
+from ..format import TABLE_DTYPE, table_row
+from ..index import Manifest, ShardEntry
+from ..shard import Record
+from ..storage import Table
+from ..verify import VerifyResult
 
 __all__ = [
     "MAGIC",
@@ -342,7 +342,7 @@ def build_table(path: str, size_images: bool = True) -> RecIndex:
 
     ``size_images``: read each image's width and height from its header (~1 us per JPEG); the loader needs
     them for its crops."""
-    from .decode import image_size
+    from ..decode import image_size
 
     idx = idx_path(path)
     size = os.path.getsize(path)
@@ -525,8 +525,8 @@ def verify_rec(path: str, decode: bool = False, progress: bool = False) -> Verif
     ``decode``), cross-check the ``.idx``; returns a :class:`recpack.verify.VerifyResult`."""
     from tqdm import tqdm
 
-    from .decode import decode_rgb
-    from .shard import Problem
+    from ..decode import decode_rgb
+    from ..shard import Problem
 
     name = os.path.basename(path)
     size = os.path.getsize(path)
