@@ -35,19 +35,27 @@ class RecpackError(Exception):
     """Base class of every error recpack raises on purpose."""
 
 
+def _located(message: str, path: str | None, offset: int | None, key: str | None = None) -> str:
+    """The one place a location is formatted: ``path @ offset N: message (key 'k')``."""
+    where = "" if path is None else path
+    if offset is not None:
+        where += f" @ offset {offset}" if where else f"offset {offset}"
+    text = f"{where}: {message}" if where else message
+    return text if key is None else f"{text} (key {key!r})"
+
+
 class FormatError(RecpackError):
-    """A file does not follow the recpack format. ``path`` and ``offset`` say where."""
+    """A file does not follow the recpack format. ``message`` says what is wrong; ``path`` and ``offset``
+    say where (``str()`` joins them as ``path @ offset N: message``)."""
 
     def __init__(self, message: str, path: str | None = None, offset: int | None = None) -> None:
-        where = ""
-        if path is not None:
-            where = f"{path}"
-            if offset is not None:
-                where += f" @ offset {offset}"
-            where += ": "
-        super().__init__(where + message)
+        super().__init__(message, path, offset)
+        self.message = message
         self.path = path
         self.offset = offset
+
+    def __str__(self) -> str:
+        return _located(self.message, self.path, self.offset, getattr(self, "key", None))
 
 
 class BadMagic(FormatError):
@@ -66,10 +74,10 @@ class CorruptRecord(FormatError):
     """One record is damaged. ``shard``, ``offset`` and ``key`` (when readable) say which."""
 
     def __init__(self, message: str, shard: str, offset: int, key: str | None = None) -> None:
+        super().__init__(message, path=shard, offset=offset)
+        self.args = (message, shard, offset, key)
         self.shard = shard
         self.key = key
-        text = message if key is None else f"{message} (key {key!r})"
-        super().__init__(text, path=shard, offset=offset)
 
 
 class ManifestError(RecpackError):
@@ -86,16 +94,19 @@ class BadImage(RecpackError):
 
 
 class DecodeError(RecpackError):
-    """Stored bytes could not be decoded as an image."""
+    """Stored bytes could not be decoded as an image. ``message`` says why; ``shard``, ``offset`` and
+    ``key`` say which record, when known."""
 
     def __init__(self, message: str, key: str | None = None, shard: str | None = None,
                  offset: int | None = None) -> None:
-        parts = [p for p in (shard and f"{shard}", offset is not None and f"offset {offset}",
-                             key is not None and f"key {key!r}") if p]
-        super().__init__(f"{', '.join(parts)}: {message}" if parts else message)
+        super().__init__(message, key, shard, offset)
+        self.message = message
         self.key = key
         self.shard = shard
         self.offset = offset
+
+    def __str__(self) -> str:
+        return _located(self.message, self.shard, self.offset, self.key)
 
 
 class PackError(RecpackError):

@@ -607,8 +607,7 @@ class _Epoch(Closing):
                 key = decode_meta(view[RECORD_HEADER_SIZE:RECORD_HEADER_SIZE + meta_len], shard, offset)["key"]
             except RecpackError:
                 pass
-        msg = str(exc).split(": ", 1)[-1] if exc.shard is None else str(exc)
-        return DecodeError(f"image does not decode: {msg}", key=key, shard=shard, offset=offset)
+        return DecodeError(f"image does not decode: {exc.message}", key=key, shard=shard, offset=offset)
 
     # consumer -----------------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[int, Any]]:

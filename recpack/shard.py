@@ -317,11 +317,11 @@ def check_shard(path: str, decode: Callable[[Record], None] | None = None,
     try:
         reader = ShardReader(path)
     except FormatError as exc:
-        report(exc.offset or 0, None, _msg(exc))
+        report(exc.offset or 0, None, exc.message)
         done = 0
         for offset, item in scan_records(path):
             if isinstance(item, CorruptRecord):
-                report(offset, item.key, _msg(item))
+                report(offset, item.key, item.message)
             else:
                 result.records += 1
                 check_decode(item, offset)
@@ -350,7 +350,7 @@ def check_shard(path: str, decode: Callable[[Record], None] | None = None,
             try:
                 rec, _ = parse_record(view, name, offset, length)
             except CorruptRecord as exc:
-                report(offset, exc.key, _msg(exc))
+                report(offset, exc.key, exc.message)
             else:
                 result.records += 1
                 check_decode(rec, offset)
@@ -388,7 +388,3 @@ def _nonzero_padding(reader: ShardReader) -> bool:
     return any(any(pread(reader.fd, b - a, a)) for a, b in gaps if b > a)
 
 
-def _msg(exc: FormatError) -> str:
-    text = str(exc)
-    prefix = f"{exc.path} @ offset {exc.offset}: "
-    return text[len(prefix):] if text.startswith(prefix) else text

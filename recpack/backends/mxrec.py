@@ -280,7 +280,7 @@ def scan(path: str, start: int = 0) -> Iterator[tuple[int, int, memoryview | byt
             nxt = _resync(seq, pos + 4, size)
             stop = size if nxt is None else nxt
             yield pos, stop - pos, CorruptRecord(
-                f"damaged region of {stop - pos} bytes skipped ({_msg(err)}); "
+                f"damaged region of {stop - pos} bytes skipped ({err.message}); "
                 + ("resynchronised on the next record" if nxt is not None else "no record follows"),
                 path, pos)
             if nxt is None:
@@ -288,12 +288,6 @@ def scan(path: str, start: int = 0) -> Iterator[tuple[int, int, memoryview | byt
             pos = nxt
     finally:
         os.close(fd)
-
-
-def _msg(exc: FormatError) -> str:
-    text = str(exc)
-    prefix = f"{exc.path} @ offset {exc.offset}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def _read_record(seq: SequentialReader, pos: int, size: int, path: str) -> tuple[memoryview | bytes, int]:
@@ -539,19 +533,19 @@ def verify_rec(path: str, decode: bool = False, progress: bool = False) -> Verif
             idx_offs = set(offs.tolist())
             result.expected = len(offs)
         except FormatError as exc:
-            result.problems.append(Problem(os.path.basename(idx), 0, None, _msg(exc)))
+            result.problems.append(Problem(os.path.basename(idx), 0, None, exc.message))
     found = 0
     with tqdm(total=size, unit="B", unit_scale=True, desc="verify", disable=not progress,
               dynamic_ncols=True) as bar:
         for offset, span, item in scan(path):
             bar.update(span)
             if isinstance(item, CorruptRecord):
-                result.problems.append(Problem(name, offset, None, _msg(item)))
+                result.problems.append(Problem(name, offset, None, item.message))
                 continue
             try:
                 header, image = parse_payload(item, path, offset)
             except CorruptRecord as exc:
-                result.problems.append(Problem(name, offset, None, _msg(exc)))
+                result.problems.append(Problem(name, offset, None, exc.message))
                 continue
             found += 1
             if idx_offs is not None and offset not in idx_offs:
