@@ -82,7 +82,7 @@ def _phase(out: Path, shards: int) -> str:
 def _check_after_kill(out: Path) -> list[str]:
     """What must hold after a kill -9: no manifest unless it finished; published shards are whole."""
     import recpack
-    from recpack.shard import check_shard
+    from recpack.backends.shards import check_shard
 
     problems = []
     if not out.exists():

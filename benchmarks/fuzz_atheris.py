@@ -63,8 +63,10 @@ def _harness(target: str, work: str):  # type: ignore[no-untyped-def]
     from recpack.errors import RecpackError
     from recpack.format import decode_meta, split_record, unpack_header
     from recpack.index import read_manifest
-    from recpack.backends.mxrec import RecFile, parse_payload, read_idx, scan, unframe
-    from recpack.shard import ShardReader, check_shard, scan_records
+    from recpack.backends.mxrec import RecFile
+    from recpack.backends.recordio import parse_payload, read_idx, scan, unframe
+    from recpack.backends.shards import check_shard, scan_records
+    from recpack.shard import ShardReader
 
     def guarded(fn, *args):  # type: ignore[no-untyped-def]
         try:

@@ -27,7 +27,7 @@ from .errors import (  # noqa: E402
     RecpackError,
 )
 from .pack import PackOptions, PackResult, pack  # noqa: E402
-from .shard import Record  # noqa: E402
+from .record import Record  # noqa: E402
 from .imaging import ImageOptions  # noqa: E402
 from .verify import verify  # noqa: E402
 

@@ -2,12 +2,13 @@
 
 Sources, chosen by what ``SRC`` is:
 
-* an MXNet RecordIO file (``.rec``, with or without ``.idx``): key = the .idx key (else the IRHeader id),
-  label = the IRHeader label (int where integral; the float labels of a multi-label record as a tuple);
+* anything ``recpack.open`` reads (:mod:`recpack.backends`): an MXNet RecordIO file (``.rec``, with or
+  without ``.idx``: key = the .idx key, else the IRHeader id; label = the IRHeader label, int where
+  integral, the float labels of a multi-label record as a tuple), a recpack LMDB dataset, or a recpack shard
+  dataset (re-packed: a new shuffle, shard size or backend) — key, label and bytes of every record;
 * WebDataset tar shards (a folder of ``.tar`` files, one ``.tar`` or a glob): samples grouped by key as
   webdataset does (the name up to the first dot of the last path component), image from
-  ``.jpg``/``.jpeg``/``.png``/``.webp``, label from ``.cls`` (an integer in text) else ``"label"`` in ``.json``;
-* a recpack LMDB dataset (``recpack pack --backend lmdb``): key, label and bytes of every record.
+  ``.jpg``/``.jpeg``/``.png``/``.webp``, label from ``.cls`` (an integer in text) else ``"label"`` in ``.json``.
 
 The packer does everything else — global shuffle, sharding, checks, crash-safe resumable writing, the
 worker pool — exactly as for ``recpack pack``: each item here is a :class:`~recpack.sources.SourceItem`
@@ -26,12 +27,13 @@ import os
 import tarfile
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from tqdm import tqdm
 
-from .errors import BadImage, CorruptRecord, PackError
+from .backends import RecordSource, open_source
+from .errors import BadImage, FormatError, ManifestError, PackError
 from .pack import PackOptions, PackResult, pack
+from .record import Record
 from .sources import Label, Source, SourceItem
 
 __all__ = ["ConvertItem", "convert", "source_for"]
@@ -42,11 +44,11 @@ _MAX_SIDECAR = 1 << 20  # .cls / .json members read at planning time
 
 @dataclass(frozen=True, slots=True)
 class ConvertItem(SourceItem):
-    """An image inside a container file: ``kind`` ("rec", "tar", "lmdb"), ``container`` (the file or
-    folder), ``offset`` and ``size`` (RecordIO: the record's span; tar: the member's data; LMDB: record
-    number and 0), ``mtime`` (the container's, for resume fingerprints)."""
+    """An image inside a container: ``kind`` "record" (record ``offset`` of the dataset ``container``, read
+    through its backend) or "tar" (the member data at byte ``offset`` of the tar file ``container``);
+    ``size``: the bytes planned for it; ``mtime``: the container's, for resume fingerprints."""
 
-    kind: str = "rec"
+    kind: str = "record"
     container: str = ""
     offset: int = 0
     size: int = 0
@@ -61,40 +63,31 @@ class ConvertItem(SourceItem):
         if self.size > max_bytes:
             raise BadImage(f"too large: {self.size} bytes > {max_bytes}", self.path)
         try:
-            if self.kind == "lmdb":
-                data: bytes = _lmdb_reader(self.container).read(self.offset).data
-                return data
+            if self.kind == "record":
+                return bytes(_opened(self.container).record(self.offset).data)
             with open(self.container, "rb", buffering=0) as f:
                 f.seek(self.offset)
                 raw = f.read(self.size)
             if len(raw) != self.size:
                 raise BadImage(f"unreadable: container ends after {len(raw)} of {self.size} bytes", self.path)
-            if self.kind == "rec":
-                from .backends.mxrec import parse_payload, unframe
-
-                payload, _ = unframe(raw, self.container, self.offset)
-                return bytes(parse_payload(payload, self.container, self.offset)[1])
             return raw
-        except CorruptRecord as exc:
+        except FormatError as exc:
             raise BadImage(f"corrupt record: {exc}", self.path) from None
         except OSError as exc:
             raise BadImage(f"unreadable: {exc.strerror or type(exc).__name__}", self.path) from None
 
 
-_LMDB: dict[str, Any] = {}
-_LMDB_LOCK = threading.Lock()
+_SOURCES: dict[str, RecordSource] = {}
+_SOURCES_LOCK = threading.Lock()
 
 
-def _lmdb_reader(folder: str) -> Any:
-    """One LmdbReader per dataset per process (worker processes keep theirs for the whole pack)."""
-    with _LMDB_LOCK:
-        r = _LMDB.get(folder)
-        if r is None:
-            from .index import read_manifest
-            from .backends.lmdb import LmdbReader
-
-            r = _LMDB[folder] = LmdbReader(folder, read_manifest(folder).records)
-        return r
+def _opened(path: str) -> RecordSource:
+    """One open record source per dataset per process (worker processes keep theirs for the whole pack)."""
+    with _SOURCES_LOCK:
+        source = _SOURCES.get(path)
+        if source is None:
+            source = _SOURCES[path] = open_source(path)
+        return source
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -102,48 +95,44 @@ def _lmdb_reader(folder: str) -> Any:
 
 def source_for(src: str, progress: bool = False) -> Source:
     """The :class:`~recpack.sources.Source` of items to convert from ``src`` (see the module docstring).
-    Planning reads the RecordIO file once (labels live in the records) or the tar headers and sidecars."""
-    from .backends.mxrec import is_rec
-
-    if is_rec(src):
-        return _rec_source(src, progress)
-    if os.path.isdir(src) and os.path.isfile(os.path.join(src, "index.json")):
-        return _lmdb_source(src)
-    tars = _tar_paths(src)
+    Planning reads a record source once (keys and labels live in the records) or the tar headers and
+    sidecars."""
+    tars = [] if os.path.isfile(os.path.join(src, "index.json")) else _tar_paths(src)
     if tars:
         return _wds_source(tars, progress)
-    raise ValueError(f"{src!r}: expected an MXNet .rec file, a folder (or glob) of WebDataset .tar shards, or a "
-                     "recpack LMDB dataset folder; for image folders and .lst files use `recpack pack`")
+    try:
+        source = open_source(src)
+    except ManifestError:
+        raise ValueError(f"{src!r}: expected an MXNet .rec file, a folder (or glob) of WebDataset .tar shards, "
+                         "or a recpack dataset folder; for image folders and .lst files use `recpack pack`"
+                         ) from None
+    with source:
+        return _record_source(src, source, progress)
 
 
-def _rec_source(path: str, progress: bool) -> Source:
-    from .backends.mxrec import _label, idx_path, parse_payload, read_idx, scan
-
-    size = os.path.getsize(path)
-    mtime = os.stat(path).st_mtime_ns
-    idx = idx_path(path)
-    by_offset: dict[int, int] = {}
-    if idx is not None:
-        keys, offs = read_idx(idx, size)
-        by_offset = dict(zip(offs.tolist(), keys.tolist()))
+def _record_source(path: str, source: RecordSource, progress: bool) -> Source:
+    """Every record of ``source`` as an item (one sequential pass). Keys must be unique; a repeated key (MXNet
+    ids without an .idx need not be unique) gets ``@offset`` appended."""
+    problems = source.problems()
+    if problems:
+        raise PackError(f"{problems[0]}; run `recpack verify {path}` for every damaged record")
+    mtime = max(os.stat(f).st_mtime_ns for f in source.files) if source.files else os.stat(path).st_mtime_ns
     items: list[SourceItem] = []
     seen: set[str] = set()
-    with tqdm(total=size, unit="B", unit_scale=True, desc="scan .rec", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for offset, span, payload in scan(path):
-            bar.update(span)
-            if isinstance(payload, CorruptRecord):
-                raise PackError(f"{payload}; run `recpack verify {path}` for every damaged region")
-            header, image = parse_payload(payload, path, offset)
-            del image
-            key = str(by_offset.get(offset, header.id))
-            if key in seen:
-                key = f"{key}@{offset}"  # ids need not be unique without an .idx; keys must be
-            seen.add(key)
-            items.append(ConvertItem(key, f"{path}@{offset}", _label(header.label), header.id,
-                                     kind="rec", container=path, offset=offset, size=span, mtime=mtime))
-            del payload
-    return Source("mxnet-recordio", path, tuple(items), (), 0)
+    for i, item in tqdm(source.scan(), total=len(source), unit="rec", desc="scan",
+                        disable=None if progress else True, dynamic_ncols=True):
+        if i is None or not isinstance(item, Record):
+            damage = item.error if not isinstance(item, Record) else None
+            raise PackError(f"{damage}; run `recpack verify {path}` for every damaged record")
+        key = item.key
+        name, offset = source.where(i)
+        if key in seen:
+            key = f"{key}@{offset}"
+        seen.add(key)
+        items.append(ConvertItem(key, f"{path}@{offset}" if source.spans else f"{path}#{i}", item.label,
+                                 item.meta.get("id"), kind="record", container=path, offset=i,
+                                 size=len(item.data), mtime=mtime))
+    return Source(f"recpack-{source.kind}", path, tuple(items), tuple(source.classes), 0)
 
 
 def _tar_paths(src: str) -> list[str]:
@@ -219,25 +208,9 @@ def _wds_source(tars: list[str], progress: bool) -> Source:
     return Source("webdataset", os.path.dirname(tars[0]) if tars else "", tuple(items), (), 0)
 
 
-def _lmdb_source(folder: str) -> Source:
-    from .index import read_manifest
-
-    manifest = read_manifest(folder)
-    if manifest.backend != "lmdb":
-        raise ValueError(f"{folder!r} is already a recpack shard dataset; nothing to convert")
-    r = _lmdb_reader(folder)
-    mtime = os.stat(os.path.join(folder, "data.mdb")).st_mtime_ns
-    items: list[SourceItem] = []
-    for i in range(manifest.records):
-        rec = r.read(i)  # msgpack values; ~20 us each, and the keys and labels are needed to plan
-        items.append(ConvertItem(rec.key, f"{folder}#{i}", rec.label, rec.meta.get("id"), kind="lmdb",
-                                 container=folder, offset=i, size=len(rec.data), mtime=mtime))
-    return Source("recpack-lmdb", folder, tuple(items), tuple(manifest.classes), 0)
-
-
 def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], options: PackOptions | None = None
             ) -> PackResult:
-    """Convert ``src`` (an MXNet .rec, WebDataset tar shards, or a recpack LMDB dataset) into the recpack
+    """Convert ``src`` (an MXNet .rec, WebDataset tar shards, or a recpack dataset of any backend) into the recpack
     dataset folder ``out`` with the packer (``options`` as for :func:`recpack.pack`). Resumable like pack."""
     opts = options or PackOptions()
     source = source_for(os.fspath(src), progress=opts.progress)

@@ -33,7 +33,9 @@ __all__ = [
     "SequentialReader",
     "advise",
     "file_crc",
+    "identity",
     "is_disk_full",
+    "OpenFiles",
     "open_readonly",
     "pread",
 ]
@@ -247,3 +249,89 @@ class PositionalFile:
 
     def close(self) -> None:
         self._f.close()
+
+
+def identity(fd: int) -> tuple[int, int, int, int]:
+    """What identifies one version of an open file: (device, inode, size, mtime in ns). A file replaced by
+    a rename (a re-pack) has a new inode; one rewritten in place a new size or mtime."""
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class OpenFiles:
+    """At most ``limit`` files of ``paths`` open at once, reopened on demand (least recently used closed
+    first), so a dataset of thousands of files works under the usual ``ulimit -n 1024``. A file in use is
+    never closed. Thread-safe.
+
+    With ``expect`` (one :func:`identity` per path, taken when the dataset was opened), every (re)open checks
+    that the file is still that version: a dataset re-packed in place while it is being read raises a
+    :class:`FormatError` naming the file instead of mixing old tables with new records."""
+
+    def __init__(self, paths: list[str], direct: bool = False, limit: int = 64,
+                 advice: str | None = None, expect: list[tuple[int, int, int, int]] | None = None) -> None:
+        self.paths = paths
+        self.direct = direct
+        self.limit = max(1, limit)
+        self.advice = advice
+        self.expect = expect
+        self._open: dict[int, PositionalFile] = {}  # insertion order = least recently used first
+        self._users: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, s: int) -> PositionalFile:
+        """Open (or reuse) file ``s``; pair with :meth:`release`."""
+        with self._lock:
+            f = self._open.pop(s, None)
+            if f is not None:
+                self._open[s] = f
+                self._users[s] = self._users.get(s, 0) + 1
+                return f
+        f = PositionalFile(self.paths[s], self.direct)
+        try:
+            if self.expect is not None and identity(f.fd) != self.expect[s]:
+                raise FormatError("the file changed since the dataset was opened (re-packed or rewritten in "
+                                  "place?); reading on would mix old tables with new records — open the "
+                                  "dataset again", self.paths[s])
+            if self.advice and not f.direct:
+                advise(f.fd, self.advice)
+        except BaseException:
+            f.close()
+            raise
+        with self._lock:
+            old = self._open.pop(s, None)
+            if old is not None:  # opened concurrently by another thread: keep one
+                f.close()
+                f = old
+            self._open[s] = f
+            self._users[s] = self._users.get(s, 0) + 1
+            self._evict()
+        return f
+
+    def release(self, s: int) -> None:
+        with self._lock:
+            self._users[s] -= 1
+            if not self._users[s]:
+                del self._users[s]
+            self._evict()
+
+    def _evict(self) -> None:
+        while len(self._open) > self.limit:
+            victim = next((k for k in self._open if k not in self._users), None)
+            if victim is None:
+                return
+            self._open.pop(victim).close()
+
+    def read_into(self, s: int, view: memoryview, offset: int) -> int:
+        """:meth:`PositionalFile.read_into` on file ``s``."""
+        f = self.acquire(s)
+        try:
+            return f.read_into(view, offset)
+        finally:
+            self.release(s)
+
+    def close(self) -> None:
+        """Close every open file (files in use must have been released); later reads reopen them."""
+        with self._lock:
+            for f in self._open.values():
+                f.close()
+            self._open.clear()

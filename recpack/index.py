@@ -26,12 +26,11 @@ __all__ = [
     "read_manifest",
     "write_manifest",
     "atomic_write",
-    "locate",
+    "dataset_folder",
 ]
 
 MANIFEST_NAME = "index.json"
 MAX_MANIFEST_BYTES = 512 << 20
-BACKENDS = ("shards", "lmdb")
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ def write_manifest(folder: str, manifest: Manifest) -> str:
     return path
 
 
-def locate(path: str | os.PathLike[str]) -> str:
+def dataset_folder(path: str | os.PathLike[str]) -> str:
     """The dataset folder for ``path`` (the folder itself or its index.json)."""
     p = os.fspath(path)
     if os.path.basename(p) == MANIFEST_NAME and os.path.isfile(p):
@@ -160,9 +159,11 @@ def _int(obj: dict[str, Any], key: str, where: str, lo: int = 0) -> int:
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate ``index.json`` of the dataset at ``path`` (folder or the file itself)."""
-    folder = locate(path)
+    folder = dataset_folder(path)
     mpath = os.path.join(folder, MANIFEST_NAME)
     if not os.path.isfile(mpath):
+        if not os.path.exists(folder):
+            raise ManifestError(f"{folder}: does not exist; pass the folder `recpack pack` wrote")
         if os.path.isdir(os.path.join(folder, ".recpack-pack")):
             raise ManifestError(f"{folder}: packing did not finish (no {MANIFEST_NAME}); re-run the same "
                                 "`recpack pack` command to resume it")
@@ -185,8 +186,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         raise ManifestError(f"{mpath}: format v{version}, this recpack reads v{FORMAT_VERSION}; re-pack the "
                             "dataset or use a matching recpack version")
     backend = obj.get("backend", "shards")
-    if backend not in BACKENDS:
-        raise ManifestError(f"{mpath}: unknown backend {backend!r}; expected one of {BACKENDS}")
+    if not isinstance(backend, str) or not backend:
+        raise ManifestError(f"{mpath}: 'backend' must be a non-empty string, not {backend!r}")
     records = _int(obj, "records", mpath)
     shards_obj = obj.get("shards", [])
     if not isinstance(shards_obj, list):
@@ -204,7 +205,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         except ValueError:
             raise ManifestError(f"{where}: 'crc32c' must be 8 hex digits") from None
         shards.append(ShardEntry(name, _int(s, "records", where), _int(s, "bytes", where), crc))
-    if backend == "shards" and sum(s.records for s in shards) != records:
+    if shards and sum(s.records for s in shards) != records:
         raise ManifestError(f"{mpath}: shard record counts add up to {sum(s.records for s in shards)}, "
                             f"not {records}; the manifest is inconsistent — re-run `recpack pack`")
     classes = obj.get("classes", [])

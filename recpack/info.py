@@ -1,5 +1,5 @@
-"""``recpack inspect``: what a dataset holds, computed from the manifest and footer tables alone (fast: no
-image bytes are read)."""
+"""``recpack inspect``: what a dataset holds, computed from the record table and the backend's summary alone
+(fast: no image bytes are read, except for a file read in place whose table needs one scan)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import open as open_dataset
+from .backends import open_source
 
 __all__ = ["inspect_dataset"]
 
@@ -22,37 +22,29 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-able summary: counts, classes, shard sizes, bytes, image and record size statistics."""
-    with open_dataset(os.fspath(path)) as ds:  # a dataset folder or an MXNet .rec
-        m = ds.manifest
-        table = ds.table()
-        labels = np.asarray(table["label"], dtype=np.int64)
+    with open_source(path) as source:
+        summary = source.summary()
+        t = source.table
+        labels = t.label
         known = labels[labels >= 0]
-        counts = np.bincount(known, minlength=len(m.classes)) if len(known) else np.zeros(len(m.classes), int)
-        per_class: dict[str, int] = {}
-        for i, c in enumerate(counts.tolist()):
-            name = m.classes[i] if i < len(m.classes) else str(i)
-            per_class[name] = int(c)
-        shard_bytes = np.array([s.bytes for s in m.shards], dtype=np.int64)
+        classes = list(source.classes)
+        counts = np.bincount(known, minlength=len(classes)) if len(known) else np.zeros(len(classes), int)
+        per_class = {classes[i] if i < len(classes) else str(i): int(c) for i, c in enumerate(counts.tolist())}
+        files = summary["files"]
         return {
             "path": os.fspath(path),
-            "backend": m.backend,
-            "format_version": m.format_version,
-            "created_by": m.created_by,
-            "records": m.records,
-            "bytes": m.total_bytes if m.backend != "lmdb" else _lmdb_size(ds.path),
-            "shards": [{"name": s.name, "records": s.records, "bytes": s.bytes} for s in m.shards],
-            "shard_bytes": _stats(shard_bytes),
-            "classes": len(m.classes),
+            "backend": summary["backend"],
+            "format_version": summary["format_version"],
+            "created_by": summary["created_by"],
+            "records": t.n,
+            "bytes": summary["bytes"],
+            "shards": files,
+            "shard_bytes": _stats(np.array([f["bytes"] for f in files], dtype=np.int64)),
+            "classes": len(classes),
             "records_per_class": per_class,
             "unlabeled": int((labels < 0).sum()),
-            "record_bytes": _stats(np.asarray(table["length"], dtype=np.int64)),
-            "image_width": _stats(np.asarray(table["width"], dtype=np.int64)),
-            "image_height": _stats(np.asarray(table["height"], dtype=np.int64)),
-            "pack": m.pack,
+            "record_bytes": _stats(np.asarray(t.length, dtype=np.int64)),
+            "image_width": _stats(np.asarray(t.width, dtype=np.int64)),
+            "image_height": _stats(np.asarray(t.height, dtype=np.int64)),
+            "pack": summary["pack"],
         }
-
-
-def _lmdb_size(folder: str) -> int:
-    from .backends.lmdb import LMDB_FILE
-
-    return os.path.getsize(os.path.join(folder, LMDB_FILE))

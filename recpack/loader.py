@@ -44,15 +44,14 @@ import torch
 from .batch import Slot, SlotRing
 from .decode import decode_rgb
 from .closing import Closing
-from .errors import CorruptRecord, DecodeError, FormatError, RecpackError
+from .errors import CorruptRecord, DecodeError, RecpackError
 from .format import ALIGN, decode_meta
-from .index import Manifest, locate, read_manifest
+from .backends import open_source
 from .order import ORDERS, Layout, rank_remaining, rank_share
 from .probe import choose_io, choose_order, is_hdd_like, probe_latency
 from .prefetch import Prefetcher, Stopped
-from .shard import ShardReader
 from .transforms import apply_user_transform, decode_crop_resize, train_params, val_params
-from .storage import BufferPool, LmdbRecords, Segments, ShardFiles, Table, plan_segments, read_into, record_payload
+from .storage import BufferPool, Segments, plan_segments, read_into
 
 __all__ = ["Loader", "ORDER_NAMES", "TRANSFORMS"]
 
@@ -66,24 +65,6 @@ def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-def _load_table(folder: str, manifest: Manifest) -> Table:
-    if manifest.backend == "lmdb":
-        records = LmdbRecords(folder, manifest.records)
-        try:
-            return Table.from_tables([records.reader.table])
-        finally:
-            records.close()
-    # One allocation of 32 bytes per record, each shard's footer copied straight in (no per-shard copies).
-    table = Table.allocate([entry.records for entry in manifest.shards])
-    for s, entry in enumerate(manifest.shards):
-        with ShardReader(os.path.join(folder, entry.name)) as r:
-            if len(r) != entry.records:
-                raise FormatError(f"shard holds {len(r)} records, the manifest says {entry.records}; re-run "
-                                  "`recpack pack`", r.path, 0)
-            table.fill(s, r.table)
-    return table
 
 
 class Loader(Closing):
@@ -168,19 +149,14 @@ class Loader(Closing):
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"dtype must be a float dtype for normalize, not {dtype}")
 
-        self._extract: Callable[[Any, str, int], Any] = record_payload  # a record's checked image bytes
-        from .backends.mxrec import is_rec
-
-        if is_rec(path):  # an MXNet .rec read directly: its spans are read like shard segments (recpack.backends.mxrec)
-            from .backends.mxrec import loader_source, record_payload as rec_payload
-
-            self.path, self.manifest, self.table = loader_source(os.fspath(path))
-            self._extract = rec_payload
-        else:
-            self.path = locate(path)
-            self.manifest = read_manifest(self.path)
-            self.table = _load_table(self.path, self.manifest)
-        self.classes = list(self.manifest.classes)
+        self.source = open_source(path)
+        problems = self.source.problems()
+        if problems:
+            self.source.close()
+            raise problems[0]
+        self.path = self.source.path
+        self.table = self.source.table
+        self.classes = list(self.source.classes)
         self.batch_size = batch_size
         self.seed = int(seed)
         self.size = size
@@ -215,8 +191,8 @@ class Loader(Closing):
             self._norm = (mean.to(self.device, dtype), std.to(self.device, dtype))
         self.dtype = dtype
 
-        lmdb = self.manifest.backend == "lmdb"
-        shard_paths = [os.path.join(self.path, e.name) for e in self.manifest.shards]
+        lmdb = not self.source.spans
+        shard_paths = self.source.files
         self.device_probe: dict[str, Any] | None = None
         if not lmdb and ((shuffle and order == "auto") or (order in ("auto", "shard_shuffle") and run is None)):
             self.device_probe = dict(probe_latency(shard_paths))
@@ -436,11 +412,10 @@ class _Epoch(Closing):
         self.epoch = epoch
         self.start = start
         self.ring, self.buffers = loader._memory()
-        lmdb = loader.manifest.backend == "lmdb"
-        self.files = None if lmdb else ShardFiles(loader.path, loader.manifest,
-                                                  "random" if loader.order == "random" else "sequential",
-                                                  direct=loader.io == "direct")
-        self.lmdb = LmdbRecords(loader.path, loader.manifest.records) if lmdb else None
+        source = loader.source
+        self.files = source.open_files(direct=loader.io == "direct",
+                                       advice="RANDOM" if loader.order == "random" else "SEQUENTIAL"
+                                       ) if source.spans else None
         self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(loader.threads,
                                                                   thread_name_prefix="recpack-decode")
         self.io = ThreadPoolExecutor(loader.io_threads, thread_name_prefix="recpack-io")
@@ -509,7 +484,11 @@ class _Epoch(Closing):
         buf = self.buffers.take(total)
         out = []
         for k, shard, begin, end, at, room in plan:
-            pos, nread = read_into(files.file(shard), buf, at, begin, end)  # type: ignore[arg-type]
+            f = files.acquire(shard)
+            try:
+                pos, nread = read_into(f, buf, at, begin, end)  # type: ignore[arg-type]
+            finally:
+                files.release(shard)
             out.append((k, buf[at:at + room], begin - (pos - at), nread))
         return out
 
@@ -552,16 +531,12 @@ class _Epoch(Closing):
         return views
 
     def _where(self, gid: int) -> tuple[str, int]:
-        t = self.L.table
-        if self.files is None:
-            return "data.mdb", gid
-        return self.files.names[int(t.shard[gid])], int(t.offset[gid])
+        return self.L.source.where(gid)
 
     def _payload(self, gid: int, view: Any) -> Any:
-        if self.lmdb is not None:
-            return self.lmdb.get(gid)
-        shard, offset = self._where(gid)
-        return self.L._extract(view, shard, offset)
+        if view is None:
+            return self.L.source.fetch(gid)
+        return self.L.source.payload(gid, view)
 
     def _raw(self, ids: np.ndarray, views: list[Any]) -> list[Any]:
         """Checked image bytes. Shard records are zero-copy memoryviews into the read buffers, which are reused
@@ -726,6 +701,5 @@ class _Epoch(Closing):
             self.ring.release(slot)
         if self.files is not None:
             self.files.close()
-        if self.lmdb is not None:
-            self.lmdb.close()
+        self.L.source.close()
 

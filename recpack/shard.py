@@ -1,34 +1,34 @@
 """Write and read one shard file: records back to back, a footer table for O(1) random access.
 
-Writing goes to a temporary name; :func:`ShardWriter.finish` writes the table and header, fsyncs, and the
-packer renames the file only after :func:`check_shard` has read it back. Reading uses ``pread`` for single
-records and large aligned sequential reads (``CHUNK_BYTES``) when going through a shard in order.
+Writing goes to a temporary name; :meth:`ShardWriter.finish` writes the table and header and fsyncs, and the
+packer renames the file only after :func:`confirm_written` has read it back against the CRC32C computed while
+writing. :class:`ShardReader` checks the header and footer table when it opens a shard, then reads single
+records with one ``pread`` or all of them in file order with large sequential reads. Reading a whole dataset
+of shards, recovering damaged shards and verifying them is :mod:`recpack.backends.shards`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, NamedTuple
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from .fileio import CHUNK_BYTES, SequentialReader, file_crc, open_readonly, pread
+from .fileio import SequentialReader, file_crc, open_readonly, pread
+from .record import Record
 from .closing import Closing
-from .errors import CorruptRecord, CorruptShard, FormatError
+from .errors import CorruptRecord, CorruptShard
 from .crc import crc32c, crc32c_combine
 from .format import (
     DATA_OFFSET,
     FORMAT_VERSION,
     HEADER_STRUCT,
-    RECORD_HEADER_SIZE,
-    RECORD_MAGIC,
     TABLE_DTYPE,
     ShardHeader,
     align_up,
     decode_meta,
-    decode_record_header,
     pack_header,
     split_record,
     unpack_header,
@@ -39,24 +39,9 @@ __all__ = [
     "ShardWriter",
     "ShardInfo",
     "ShardReader",
-    "Problem",
-    "ShardCheck",
-    "check_shard",
     "confirm_written",
     "parse_record",
 ]
-
-
-_RECORD_MAGIC_BYTES = RECORD_MAGIC.to_bytes(4, "little")
-
-
-class Record(NamedTuple):
-    """One stored record. ``data`` is exactly the stored image bytes."""
-
-    key: str
-    label: Any
-    meta: dict[str, Any]
-    data: bytes
 
 
 def parse_record(buf: memoryview, shard: str, offset: int, length: int | None = None) -> tuple[Record, int]:
@@ -200,172 +185,6 @@ class ShardReader(Closing):
 
 
 
-def scan_records(path: str, start: int = DATA_OFFSET, end: int | None = None
-                 ) -> Iterator[tuple[int, Record | CorruptRecord]]:
-    """Recover records without trusting the footer: walk from ``start``, and after damage resynchronise
-    on the next record magic whose header checksum is valid. Yields (offset, record or error)."""
-    fd = open_readonly(path)
-    try:
-        size = os.fstat(fd).st_size
-        end = size if end is None else min(end, size)
-        seq = SequentialReader(fd, size)
-        pos = start
-        while pos + RECORD_HEADER_SIZE <= end:
-            head = bytes(seq.get(pos, pos + RECORD_HEADER_SIZE))
-            try:
-                meta_len, data_len, _ = decode_record_header(head, path, pos)
-            except CorruptRecord:
-                if head[:4] == bytes(4) and _all_zero(seq, pos, end):
-                    return  # zero padding before the table: end of the records
-                nxt = _find_magic(seq, pos + 1, end)
-                yield pos, CorruptRecord("damaged region: no valid record here; skipped to the next one",
-                                         path, pos)
-                if nxt is None:
-                    return
-                pos = nxt
-                continue
-            total = RECORD_HEADER_SIZE + meta_len + data_len
-            view = seq.get(pos, pos + total)
-            try:
-                rec, _ = parse_record(view, path, pos)
-            except CorruptRecord as exc:
-                yield pos, exc
-                nxt = _find_magic(seq, pos + 1, end)
-                if nxt is None:
-                    return
-                pos = nxt
-                continue
-            finally:
-                del view
-            yield pos, rec
-            pos += total
-    finally:
-        os.close(fd)
-
-
-def _all_zero(seq: SequentialReader, pos: int, end: int) -> bool:
-    stop = min(end, align_up(pos + 1))  # padding never crosses the next ALIGN boundary
-    return not any(bytes(seq.get(pos, stop)))
-
-
-def _find_magic(seq: SequentialReader, pos: int, end: int) -> int | None:
-    """Offset of the next plausible record header (magic + valid header CRC) at or after ``pos``."""
-    while pos + RECORD_HEADER_SIZE <= end:
-        window = bytes(seq.get(pos, min(end, pos + CHUNK_BYTES // 2)))
-        i = window.find(_RECORD_MAGIC_BYTES)
-        if i < 0:
-            pos += max(1, len(window) - 3)
-            continue
-        cand = pos + i
-        try:
-            decode_record_header(bytes(seq.get(cand, cand + RECORD_HEADER_SIZE)), "", cand)
-        except CorruptRecord:
-            pos = cand + 1
-            continue
-        return cand
-    return None
-
-
-@dataclass
-class Problem:
-    """One damaged record or region found by :func:`check_shard`."""
-
-    shard: str
-    offset: int
-    key: str | None
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"shard": self.shard, "offset": self.offset, "key": self.key, "message": self.message}
-
-
-@dataclass
-class ShardCheck:
-    """The result of checking one shard: intact record count, problems, whole-file CRC32C."""
-
-    path: str
-    records: int = 0
-    expected: int | None = None
-    bytes: int = 0
-    crc32c: int = 0
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def check_shard(path: str, decode: Callable[[Record], None] | None = None,
-                progress: Callable[[int], None] | None = None) -> ShardCheck:
-    """Read a whole shard once, sequentially, checking header, table, every record and (optionally)
-    decoding each image with ``decode`` (which raises on failure). ``progress(n_bytes)`` is called as
-    bytes are consumed. When the header or table is damaged, records are recovered by scanning."""
-    name = os.path.basename(path)
-    result = ShardCheck(path)
-
-    def report(offset: int, key: str | None, message: str) -> None:
-        result.problems.append(Problem(name, offset, key, message))
-
-    def check_decode(rec: Record, offset: int) -> None:
-        if decode is None:
-            return
-        try:
-            decode(rec)
-        except Exception as exc:
-            report(offset, rec.key, f"image does not decode: {exc}")
-
-    try:
-        reader = ShardReader(path)
-    except FormatError as exc:
-        report(exc.offset or 0, None, exc.message)
-        done = 0
-        for offset, item in scan_records(path):
-            if isinstance(item, CorruptRecord):
-                report(offset, item.key, item.message)
-            else:
-                result.records += 1
-                check_decode(item, offset)
-            if progress:
-                progress(offset - done)
-                done = offset
-        result.bytes = os.path.getsize(path)
-        fd = open_readonly(path)
-        try:
-            result.crc32c = file_crc(fd, result.bytes)
-        finally:
-            os.close(fd)
-        return result
-
-    with reader:
-        result.expected = len(reader)
-        result.bytes = reader.size
-        seq = SequentialReader(reader.fd, reader.size)
-        prev_end = DATA_OFFSET
-        for offset, length in zip(reader.table["offset"].tolist(), reader.table["length"].tolist()):
-            if offset != prev_end:
-                report(offset, None, f"footer table entry does not follow the previous record (expected "
-                                     f"offset {prev_end})")
-            prev_end = offset + length
-            view = seq.get(offset, offset + length)
-            try:
-                rec, _ = parse_record(view, name, offset, length)
-            except CorruptRecord as exc:
-                report(offset, exc.key, exc.message)
-            else:
-                result.records += 1
-                check_decode(rec, offset)
-            finally:
-                del view
-            if progress:
-                progress(length)
-        result.crc32c = seq.finish()
-        if progress:
-            progress(reader.size - (prev_end - DATA_OFFSET))
-        if result.ok and _nonzero_padding(reader):
-            report(prev_end, None, "non-zero bytes in the padding (records are intact)")
-    return result
-
-
 def confirm_written(path: str, records: int, expected_crc: int) -> int:
     """Read a just-written shard back: its header and table must parse, hold ``records`` records, and the
     whole file's CRC32C must equal ``expected_crc`` (computed while writing). Returns the file size.
@@ -379,12 +198,3 @@ def confirm_written(path: str, records: int, expected_crc: int) -> int:
         if crc != expected_crc:
             raise CorruptShard(f"reads back with CRC32C {crc:08x}, not the {expected_crc:08x} written", path, 0)
         return reader.size
-
-
-def _nonzero_padding(reader: ShardReader) -> bool:
-    h = reader.header
-    gaps = [(h.data_offset + h.data_length, h.table_offset), (h.table_offset + h.table_length, reader.size),
-            (HEADER_STRUCT.size, DATA_OFFSET)]
-    return any(any(pread(reader.fd, b - a, a)) for a, b in gaps if b > a)
-
-

@@ -26,67 +26,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import mmap
-import os
 import threading
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from .errors import FormatError
-from .format import ALIGN, split_record
-from .index import Manifest
-from .fileio import PositionalFile, advise
+from .format import ALIGN
+from .table import Table
+from .fileio import PositionalFile
 
-__all__ = ["BufferPool", "Table", "ShardFiles", "LmdbRecords", "Segments", "plan_segments", "record_payload",
-           "read_into"]
-
-
-@dataclass(frozen=True)
-class Table:
-    """What the loader needs per record, as flat numpy arrays indexed by global record id."""
-
-    starts: np.ndarray  # int64 (shards + 1,): global id of each shard's first record
-    shard: np.ndarray  # uint16 (int32 beyond 65,536 shards): shard of each record
-    offset: np.ndarray  # uint64: file offset of each record's header (LMDB: record number)
-    length: np.ndarray  # uint32: whole record length (LMDB: 0)
-    label: np.ndarray  # int64
-    width: np.ndarray  # uint32
-    height: np.ndarray  # uint32
-
-    @property
-    def n(self) -> int:
-        return len(self.label)
-
-    @classmethod
-    def allocate(cls, counts: Sequence[int]) -> Table:
-        """Uninitialised arrays for shards of ``counts`` records, filled shard by shard with :meth:`fill`.
-
-        Memory: 30 bytes per record (offset 8, label 8, length, width and height 4 each, shard 2; 32 beyond
-        65,536 shards), allocated once; filling copies each shard's footer table straight in, so opening
-        never holds a second copy of all tables (per-shard copies of ~100 KB each would also stay in the
-        malloc heap after being freed: measured 64 bytes per record resident, 96 at the peak, for 14M)."""
-        c = np.asarray(counts, dtype=np.int64).reshape(-1)
-        starts = np.concatenate([[0], np.cumsum(c)]).astype(np.int64)
-        n = int(starts[-1])
-        shard_dtype = np.uint16 if len(c) <= 1 << 16 else np.int32  # 2 bytes per record up to 65,536 shards
-        return cls(starts, np.repeat(np.arange(len(c), dtype=shard_dtype), c), np.empty(n, np.uint64),
-                   np.empty(n, np.uint32), np.empty(n, np.int64), np.empty(n, np.uint32), np.empty(n, np.uint32))
-
-    def fill(self, s: int, table: np.ndarray) -> None:
-        """Copy shard ``s``'s footer table (TABLE_DTYPE, as many rows as :meth:`allocate` was told) in."""
-        a, b = int(self.starts[s]), int(self.starts[s + 1])
-        for name in ("offset", "length", "label", "width", "height"):
-            getattr(self, name)[a:b] = table[name]
-
-    @classmethod
-    def from_tables(cls, tables: Sequence[np.ndarray]) -> Table:
-        out = cls.allocate([len(t) for t in tables])
-        for s, t in enumerate(tables):
-            out.fill(s, t)
-        return out
+__all__ = ["BufferPool", "Segments", "plan_segments", "read_into"]
 
 
 @dataclass(frozen=True)
@@ -217,57 +168,3 @@ def read_into(f: PositionalFile, buf: bytearray, at: int, start: int, end: int) 
         raise FormatError(f"shard is shorter than its table says (read ended at {a + n}, needed {end}); "
                           "the file was truncated — run `recpack verify`", f.path, a + n)
     return at + (start - a), b - a
-
-
-def record_payload(view: memoryview, shard: str, offset: int) -> memoryview:
-    """Check one record in ``view`` (header CRC, bounds, payload CRC, length as in the footer table) and
-    return its image bytes as a view. Skips decoding the msgpack metadata: the loader takes labels and sizes
-    from the footer table."""
-    return split_record(view, shard, offset, len(view))[1]
-
-
-class ShardFiles:
-    """Open shard files of one dataset, with cache hints chosen for the read pattern."""
-
-    def __init__(self, folder: str, manifest: Manifest, pattern: str, direct: bool = False) -> None:
-        self.names = [s.name for s in manifest.shards]
-        self.paths = [os.path.join(folder, n) for n in self.names]
-        self._files: list[PositionalFile | None] = [None] * len(self.paths)
-        self._lock = threading.Lock()
-        self.pattern = pattern  # "sequential" | "random"
-        self.direct = direct  # O_DIRECT where the file system allows it (see PositionalFile)
-
-    def file(self, s: int) -> PositionalFile:
-        f = self._files[s]
-        if f is None:
-            with self._lock:
-                f = self._files[s]
-                if f is None:
-                    f = PositionalFile(self.paths[s], self.direct)
-                    if not f.direct:
-                        advise(f.fd, "RANDOM" if self.pattern == "random" else "SEQUENTIAL")
-                    self._files[s] = f
-        return f
-
-    def close(self) -> None:
-        with self._lock:
-            for f in self._files:
-                if f is not None:
-                    f.close()
-            self._files = [None] * len(self.paths)
-
-
-class LmdbRecords:
-    """Record bytes from an LMDB dataset (random access through LMDB's memory map)."""
-
-    def __init__(self, folder: str, records: int) -> None:
-        from .backends.lmdb import LmdbReader
-
-        self.reader = LmdbReader(folder, records)
-
-    def get(self, i: int) -> Any:
-        """The checked image bytes of record ``i`` (raises CorruptRecord)."""
-        return self.reader.read(i).data
-
-    def close(self) -> None:
-        self.reader.close()

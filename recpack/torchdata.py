@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .index import locate, read_manifest
+from .backends import open_source
 from .loader import Loader, _dist_rank_world
 
 __all__ = ["LoaderDataset"]
@@ -44,8 +44,9 @@ class LoaderDataset(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
                  rank: int | None = None, world_size: int | None = None, drop_last: bool = False,
                  on_error: str = "raise", chunk: int = 32) -> None:
         super().__init__()
-        self.path = locate(path)
-        self.records = read_manifest(self.path).records
+        with open_source(path) as source:
+            self.path = source.path
+            self.records = len(source)
         dist_rank, dist_world = _dist_rank_world()
         self.rank = dist_rank if rank is None else rank
         self.world_size = dist_world if world_size is None else world_size

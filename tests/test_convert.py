@@ -102,7 +102,7 @@ def _write_rec(path: Path, payloads: list[bytes]) -> None:
 
 
 def test_convert_parallel_and_cli(make_jpeg: Any, tmp_path: Path) -> None:
-    from recpack.backends.mxrec import IR_HEADER
+    from recpack.backends.recordio import IR_HEADER
 
     images = [make_jpeg((40 + i % 5, 32), seed=i) for i in range(70)]
     magic = struct.pack("<I", 0xCED7230A)

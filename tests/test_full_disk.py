@@ -22,7 +22,7 @@ import recpack
 from recpack.emulate import _MKFS, _which
 from recpack.errors import PackError
 from recpack.pack import PackOptions, pack
-from recpack.shard import check_shard
+from recpack.backends.shards import check_shard
 
 MiB = 1 << 20
 DISK = 24 * MiB

@@ -35,9 +35,11 @@ from recpack.format import (
     unpack_header,
 )
 from recpack.index import read_manifest
-from recpack.backends.mxrec import RecFile, parse_payload, read_idx, scan, unframe
+from recpack.backends.mxrec import RecFile
+from recpack.backends.recordio import parse_payload, read_idx, scan, unframe
 from recpack.pack import PackOptions, pack
-from recpack.shard import ShardReader, check_shard, parse_record, scan_records
+from recpack.backends.shards import check_shard, scan_records
+from recpack.shard import ShardReader, parse_record
 from recpack.synth import make_image_folder
 from recpack.verify import verify
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from recpack.errors import CorruptRecord, FormatError
-from recpack.backends.mxrec import MAGIC, RecFile, build_table, is_rec, read_idx, scan, unframe
+from recpack.backends.mxrec import RecFile
+from recpack.backends.recordio import MAGIC, build_table, is_rec, read_idx, scan, unframe
 
 DATA = Path(__file__).parent / "data" / "mxnet"
 EXPECTED: dict[str, Any] = json.loads((DATA / "expected.json").read_text())

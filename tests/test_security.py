@@ -28,8 +28,9 @@ from recpack.format import (
     unpack_header,
 )
 from recpack.index import Manifest, ShardEntry, read_manifest
-from recpack.backends.mxrec import scan
-from recpack.shard import ShardReader, check_shard, scan_records
+from recpack.backends.recordio import scan
+from recpack.backends.shards import check_shard, scan_records
+from recpack.shard import ShardReader
 from recpack.verify import verify
 
 PACKAGE = Path(recpack.__file__).resolve().parent

@@ -23,7 +23,8 @@ from recpack.format import (
     encode_record,
     table_row,
 )
-from recpack.shard import ShardReader, ShardWriter, check_shard, scan_records
+from recpack.backends.shards import check_shard, scan_records
+from recpack.shard import ShardReader, ShardWriter
 
 
 def write_shard(path: Path, items: list[tuple[str, object, bytes]]) -> None:

@@ -19,18 +19,24 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import lmdb
 import msgpack
 import numpy as np
+from tqdm import tqdm
 
 from ..errors import CorruptRecord, FormatError, FormatVersionError
 from ..crc import crc32c
 from ..format import FORMAT_VERSION, MAX_DATA_BYTES, MAX_META_BYTES, TABLE_DTYPE, table_row
-from ..shard import Record, parse_record
+from ..index import Manifest
+from ..record import Record
+from ..shard import parse_record
+from ..table import Table
+from .base import Damage, Decoder, Problem, RecordSource, VerifyResult
 
-__all__ = ["LMDB_FILE", "LmdbWriter", "LmdbReader", "record_key", "encode_value", "decode_value"]
+__all__ = ["LMDB_FILE", "LmdbWriter", "LmdbSource", "record_key", "encode_value", "decode_value"]
 
 LMDB_FILE = "data.mdb"
 _PROGRESS = b"__progress__"
@@ -185,45 +191,90 @@ class LmdbWriter:
         return os.path.getsize(os.path.join(self.folder, LMDB_FILE))
 
 
-class LmdbReader:
-    """Read-only access to a finished LMDB dataset: ``table`` (TABLE_DTYPE), ``read(i)``, ``iter_all()``."""
+class LmdbSource(RecordSource):
+    """A finished LMDB dataset (``recpack pack --backend lmdb``), read through LMDB's memory map: the table
+    from ``__table__``, each record from its value, checked against its CRCs."""
 
-    def __init__(self, folder: str, expected_records: int) -> None:
-        self.path = os.path.join(folder, LMDB_FILE)
-        if not os.path.isfile(self.path):
-            raise FormatError(f"missing {LMDB_FILE}; the dataset folder is incomplete", self.path)
-        self.folder = folder
+    kind = "lmdb"
+    manifest_backend = "lmdb"
+    spans = False
+
+    def __init__(self, folder: str, manifest: Manifest) -> None:
+        path = os.path.join(folder, LMDB_FILE)
+        if not os.path.isfile(path):
+            raise FormatError(f"missing {LMDB_FILE}; the dataset folder is incomplete", path)
         self.env = _open_shared(folder)
+        self._folder = folder
         try:
             with self.env.begin(buffers=False) as txn:
                 meta_raw = txn.get(_META)
                 table_raw = txn.get(_TABLE)
             if meta_raw is None or table_raw is None:
                 raise FormatError("not a finished recpack LMDB database (no __recpack__ key); re-run "
-                                  "`recpack pack --backend lmdb`", self.path)
+                                  "`recpack pack --backend lmdb`", path)
             meta = msgpack.unpackb(meta_raw, raw=False)
             if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
                 raise FormatVersionError(f"format v{meta.get('format_version') if isinstance(meta, dict) else '?'}"
-                                         f", this recpack reads v{FORMAT_VERSION}", self.path)
-            if meta.get("records") != expected_records or len(table_raw) != expected_records * TABLE_DTYPE.itemsize:
+                                         f", this recpack reads v{FORMAT_VERSION}", path)
+            expected = manifest.records
+            if meta.get("records") != expected or len(table_raw) != expected * TABLE_DTYPE.itemsize:
                 raise FormatError(f"database holds {meta.get('records')} records and a {len(table_raw)}-byte "
-                                  f"table; the manifest says {expected_records}", self.path)
-            self.table = np.frombuffer(table_raw, dtype=TABLE_DTYPE)
+                                  f"table; the manifest says {expected}", path)
+            table = Table.from_rows([np.frombuffer(table_raw, dtype=TABLE_DTYPE)])
         except BaseException:
             _release_shared(folder)
+            self.env = None
             raise
+        super().__init__(folder, table, list(manifest.classes), [])
+        self.names = [LMDB_FILE]
+        self.manifest = manifest
+        self.db_path = path
 
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def read(self, i: int) -> Record:
+    def record(self, i: int) -> Record:
+        if self.env is None:  # closed: reopen on demand, like the shard backend's files
+            self.env = _open_shared(self._folder)
         with self.env.begin(buffers=True) as txn:
             buf = txn.get(record_key(i))
             if buf is None:
-                raise CorruptRecord(f"record {i} is missing from the database", self.path, i)
-            return decode_value(buf, self.path, i)
+                raise CorruptRecord(f"record {i} is missing from the database", self.db_path, i)
+            return decode_value(buf, self.db_path, i)
+
+    def where(self, i: int) -> tuple[str, int]:
+        return LMDB_FILE, i
+
+    def scan(self) -> Iterator[tuple[int, Record] | tuple[None, Damage]]:
+        for i in range(len(self)):
+            try:
+                yield i, self.record(i)
+            except CorruptRecord as exc:
+                yield None, Damage(exc)
+
+    def verify(self, decode: Decoder | None = None, progress: bool = False) -> VerifyResult:
+        result = VerifyResult(self._folder, expected=len(self), bytes=os.path.getsize(self.db_path),
+                              decoded=decode is not None)
+        for i in tqdm(range(len(self)), unit="rec", desc="verify", disable=None if progress else True,
+                      dynamic_ncols=True):
+            try:
+                rec = self.record(i)
+            except CorruptRecord as exc:
+                result.problems.append(Problem(LMDB_FILE, i, exc.key, exc.message))
+                continue
+            if decode is not None:
+                try:
+                    decode(rec.data)
+                except Exception as exc:  # any decoder failure is a finding, not a crash
+                    result.problems.append(Problem(LMDB_FILE, i, rec.key, f"image does not decode: {exc}"))
+                    continue
+            result.records += 1
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        size = os.path.getsize(self.db_path)
+        return {"backend": self.kind, "format_version": m.format_version, "created_by": m.created_by,
+                "bytes": size, "pack": m.pack, "files": [{"name": LMDB_FILE, "records": m.records, "bytes": size}]}
 
     def close(self) -> None:
         if self.env is not None:
             self.env = None
-            _release_shared(self.folder)
+            _release_shared(self._folder)

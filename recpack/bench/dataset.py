@@ -213,7 +213,7 @@ def open_loader(dataset: str, opts: Options, **kwargs: Any) -> Any:
     cold = opts.io == "cold" and not opts.warm
     io = "auto" if opts.io == "cold" else opts.io
     loader = Loader(dataset, opts.batch_size, io=io, **kwargs)
-    if cold and loader.io != "direct" and loader.manifest.backend != "lmdb":
+    if cold and loader.io != "direct" and loader.source.spans:
         # the io mode only takes effect when an iteration opens the shards: no second Loader (and probe)
         loader.io = "direct"
         loader.io_reason = "cold run: direct I/O, as io='auto' picks for shards larger than half the memory"

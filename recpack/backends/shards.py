@@ -1,0 +1,338 @@
+"""A dataset of recpack shard files (``recpack pack``'s default backend): an index.json listing shard files,
+each with records back to back and a footer table (docs/format.md).
+
+:class:`ShardSource` loads every footer table once into one :class:`~recpack.table.Table` (32 bytes per
+record, read once; the shard files are not kept open), then reads records by offset through a bounded set of
+open files that refuses files replaced since (a re-pack under a live reader). :func:`scan_records` recovers
+the intact records of a shard whose header or table is damaged by walking the records and resynchronising on
+the next record magic; :func:`check_shard` reads a shard once and checks everything (``recpack verify``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from ..errors import CorruptRecord, FormatError, ManifestError
+from ..fileio import CHUNK_BYTES, OpenFiles, SequentialReader, file_crc, identity, open_readonly, pread
+from ..format import DATA_OFFSET, HEADER_STRUCT, RECORD_HEADER_SIZE, RECORD_MAGIC, align_up, decode_record_header
+from ..format import split_record
+from ..index import Manifest
+from ..record import Record
+from ..shard import ShardReader, parse_record
+from ..table import Table
+from .base import Damage, Decoder, Problem, RecordSource, VerifyResult
+
+__all__ = ["ShardSource", "ShardCheck", "check_shard", "scan_records"]
+
+_RECORD_MAGIC_BYTES = RECORD_MAGIC.to_bytes(4, "little")
+
+
+class ShardSource(RecordSource):
+    """The records of a shard dataset (see the module docstring). ``manifest`` is its index.json."""
+
+    kind = "shards"
+    manifest_backend = "shards"
+    spans = True
+
+    def __init__(self, folder: str, manifest: Manifest) -> None:
+        if sum(e.records for e in manifest.shards) != manifest.records:
+            raise ManifestError(f"{folder}/index.json: its shards hold {sum(e.records for e in manifest.shards)} "
+                                f"records, not the {manifest.records} it lists; re-run `recpack pack`")
+        files = [os.path.join(folder, e.name) for e in manifest.shards]
+        table = Table.allocate([e.records for e in manifest.shards])
+        expect: list[tuple[int, int, int, int]] = []
+        self.damaged: dict[int, FormatError] = {}
+        for s, (entry, path) in enumerate(zip(manifest.shards, files)):
+            try:
+                with ShardReader(path) as r:
+                    if len(r) != entry.records:
+                        raise FormatError(f"shard holds {len(r)} records, the manifest says {entry.records}; "
+                                          "the dataset is inconsistent — re-run `recpack pack`", path, 0)
+                    table.fill(s, r.table)
+                    expect.append(identity(r.fd))
+            except FormatError as exc:  # readable records are still recovered by scan(); verify reports it
+                self.damaged[s] = exc
+                a, b = int(table.starts[s]), int(table.starts[s + 1])
+                for col in (table.offset, table.length, table.label, table.width, table.height, table.flags):
+                    col[a:b] = 0
+                table.label[a:b] = -1
+                expect.append((-1, -1, -1, -1))
+        super().__init__(folder, table, list(manifest.classes), files)
+        self.manifest = manifest
+        self._files = OpenFiles(files, expect=expect)
+
+    def problems(self) -> list[FormatError]:
+        """Shards whose header or footer table could not be read (their records are unknown to the table)."""
+        return list(self.damaged.values())
+
+    def record(self, i: int) -> Record:
+        if int(self.table.shard[i]) in self.damaged:
+            raise self.damaged[int(self.table.shard[i])]
+        s, offset, length = int(self.table.shard[i]), int(self.table.offset[i]), int(self.table.length[i])
+        f = self._files.acquire(s)
+        try:
+            buf = pread(f.fd, length, offset)
+        finally:
+            self._files.release(s)
+        return parse_record(memoryview(buf), self.files[s], offset, length)[0]
+
+    def payload(self, i: int, view: memoryview) -> memoryview:
+        """Header CRC, bounds, payload CRC and the length the table says; the metadata is not decoded (the
+        Loader takes labels and sizes from the table)."""
+        return split_record(view, self.names[int(self.table.shard[i])], int(self.table.offset[i]), len(view))[1]
+
+    def open_files(self, direct: bool = False, advice: str | None = None) -> OpenFiles:
+        """A bounded set of open shard files for large reads (the Loader's), checked against the versions
+        this source's tables came from."""
+        return OpenFiles(self.files, direct=direct, advice=advice, expect=self._files.expect)
+
+    def scan(self) -> Iterator[tuple[int, Record] | tuple[None, Damage]]:
+        for s, path in enumerate(self.files):
+            first, expected = int(self.table.starts[s]), int(self.table.starts[s + 1] - self.table.starts[s])
+            try:
+                if s in self.damaged:
+                    raise self.damaged[s]
+                reader = ShardReader(path)
+            except FormatError as exc:
+                yield from _recovered(path, expected, exc)
+                continue
+            with reader:
+                for j, item in reader.iter_sequential():
+                    if isinstance(item, CorruptRecord):
+                        yield None, Damage(item)
+                    else:
+                        yield first + j, item
+
+    def verify(self, decode: Decoder | None = None, progress: bool = False) -> VerifyResult:
+        result = VerifyResult(self.path, expected=self.manifest.records, decoded=decode is not None)
+        with tqdm(total=self.manifest.total_bytes, unit="B", unit_scale=True, desc="verify",
+                  disable=None if progress else True, dynamic_ncols=True) as bar:
+            for entry, path in zip(self.manifest.shards, self.files):
+                _verify_shard(entry, path, decode, bar.update, result)
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {"backend": self.kind, "format_version": m.format_version, "created_by": m.created_by,
+                "bytes": m.total_bytes, "pack": m.pack,
+                "files": [{"name": e.name, "records": e.records, "bytes": e.bytes} for e in m.shards]}
+
+    def close(self) -> None:
+        self._files.close()
+
+
+def _recovered(path: str, expected: int, exc: FormatError
+               ) -> Iterator[tuple[None, Damage] | tuple[None, Record]]:
+    """What a scan can deliver of a shard whose header or footer table is unreadable: first the damage
+    itself (no records: in raise mode it is what raises), then every record :func:`scan_records` recovers
+    (without the table their global ids are not known), then one damage for the records still missing, so
+    that delivered + counted == what the manifest lists."""
+    yield None, Damage(exc, 0)
+    found = 0
+    try:
+        for _, item in scan_records(path):
+            found += 1
+            yield None, (Damage(item) if isinstance(item, CorruptRecord) else item)
+    except FormatError:  # the file cannot even be opened: everything is missing
+        pass
+    if found < expected:
+        yield None, Damage(CorruptRecord(f"{expected - found} of the shard's {expected} records could not be "
+                                         "recovered by scanning; restore the shard from a copy or re-pack",
+                                         path, exc.offset or 0), expected - found)
+
+
+def _verify_shard(entry: Any, path: str, decode: Decoder | None, progress: Any, result: VerifyResult) -> None:
+    """Check one shard (:func:`check_shard`) and compare it with its manifest entry; adds to ``result``."""
+    try:
+        os.close(open_readonly(path))
+    except FormatError as exc:
+        missing = not os.path.lexists(path)
+        result.problems.append(Problem(entry.name, 0, None, "shard file is missing" if missing else exc.message))
+        progress(entry.bytes)
+        return
+    check = check_shard(path, decode, progress=progress)
+    result.records += check.records
+    result.bytes += check.bytes
+    result.problems += check.problems
+    if check.bytes != entry.bytes:
+        result.problems.append(Problem(entry.name, min(check.bytes, entry.bytes), None,
+                                       f"shard is {check.bytes} bytes, the manifest says {entry.bytes} "
+                                       "(truncated or appended to)"))
+    elif check.crc32c != entry.crc32c and not check.problems:
+        result.problems.append(Problem(entry.name, 0, None, f"whole-file CRC32C {check.crc32c:08x} differs from "
+                                                            f"the manifest's {entry.crc32c:08x}"))
+    if check.expected is None and check.records < entry.records:  # table unreadable: recovered by scan
+        result.problems.append(Problem(entry.name, 0, None,
+                                       f"only {check.records} of the {entry.records} records the manifest "
+                                       "lists could be recovered; the rest are damaged or missing — restore "
+                                       "the shard from a copy or re-pack"))
+    if check.expected is not None and check.expected != entry.records:
+        result.problems.append(Problem(entry.name, 0, None, f"shard holds {check.expected} records, the "
+                                                            f"manifest says {entry.records}"))
+
+
+def scan_records(path: str, start: int = DATA_OFFSET, end: int | None = None
+                 ) -> Iterator[tuple[int, Record | CorruptRecord]]:
+    """Recover records without trusting the footer: walk from ``start``, and after damage resynchronise
+    on the next record magic whose header checksum is valid. Yields (offset, record or error)."""
+    fd = open_readonly(path)
+    try:
+        size = os.fstat(fd).st_size
+        end = size if end is None else min(end, size)
+        seq = SequentialReader(fd, size)
+        pos = start
+        while pos + RECORD_HEADER_SIZE <= end:
+            head = bytes(seq.get(pos, pos + RECORD_HEADER_SIZE))
+            try:
+                meta_len, data_len, _ = decode_record_header(head, path, pos)
+            except CorruptRecord:
+                if head[:4] == bytes(4) and _all_zero(seq, pos, end):
+                    return  # zero padding before the table: end of the records
+                nxt = _find_magic(seq, pos + 1, end)
+                yield pos, CorruptRecord("damaged region: no valid record here; skipped to the next one",
+                                         path, pos)
+                if nxt is None:
+                    return
+                pos = nxt
+                continue
+            total = RECORD_HEADER_SIZE + meta_len + data_len
+            view = seq.get(pos, pos + total)
+            try:
+                rec, _ = parse_record(view, path, pos)
+            except CorruptRecord as exc:
+                yield pos, exc
+                nxt = _find_magic(seq, pos + 1, end)
+                if nxt is None:
+                    return
+                pos = nxt
+                continue
+            finally:
+                del view
+            yield pos, rec
+            pos += total
+    finally:
+        os.close(fd)
+
+
+def _all_zero(seq: SequentialReader, pos: int, end: int) -> bool:
+    stop = min(end, align_up(pos + 1))  # padding never crosses the next ALIGN boundary
+    return not any(bytes(seq.get(pos, stop)))
+
+
+def _find_magic(seq: SequentialReader, pos: int, end: int) -> int | None:
+    """Offset of the next plausible record header (magic + valid header CRC) at or after ``pos``."""
+    while pos + RECORD_HEADER_SIZE <= end:
+        window = bytes(seq.get(pos, min(end, pos + CHUNK_BYTES // 2)))
+        i = window.find(_RECORD_MAGIC_BYTES)
+        if i < 0:
+            pos += max(1, len(window) - 3)
+            continue
+        cand = pos + i
+        try:
+            decode_record_header(bytes(seq.get(cand, cand + RECORD_HEADER_SIZE)), "", cand)
+        except CorruptRecord:
+            pos = cand + 1
+            continue
+        return cand
+    return None
+
+
+@dataclass
+class ShardCheck:
+    """The result of checking one shard: intact record count, problems, whole-file CRC32C."""
+
+    path: str
+    records: int = 0
+    expected: int | None = None
+    bytes: int = 0
+    crc32c: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_shard(path: str, decode: Decoder | None = None,
+                progress: Callable[[int], None] | None = None) -> ShardCheck:
+    """Read a whole shard once, sequentially, checking header, table, every record and (optionally)
+    decoding each image with ``decode`` (which raises on failure). ``progress(n_bytes)`` is called as
+    bytes are consumed. When the header or table is damaged, records are recovered by scanning."""
+    name = os.path.basename(path)
+    result = ShardCheck(path)
+
+    def report(offset: int, key: str | None, message: str) -> None:
+        result.problems.append(Problem(name, offset, key, message))
+
+    def check_decode(rec: Record, offset: int) -> None:
+        if decode is None:
+            return
+        try:
+            decode(rec.data)
+        except Exception as exc:
+            report(offset, rec.key, f"image does not decode: {exc}")
+
+    try:
+        reader = ShardReader(path)
+    except FormatError as exc:
+        report(exc.offset or 0, None, exc.message)
+        done = 0
+        for offset, item in scan_records(path):
+            if isinstance(item, CorruptRecord):
+                report(offset, item.key, item.message)
+            else:
+                result.records += 1
+                check_decode(item, offset)
+            if progress:
+                progress(offset - done)
+                done = offset
+        result.bytes = os.path.getsize(path)
+        fd = open_readonly(path)
+        try:
+            result.crc32c = file_crc(fd, result.bytes)
+        finally:
+            os.close(fd)
+        return result
+
+    with reader:
+        result.expected = len(reader)
+        result.bytes = reader.size
+        seq = SequentialReader(reader.fd, reader.size)
+        prev_end = DATA_OFFSET
+        for offset, length in zip(reader.table["offset"].tolist(), reader.table["length"].tolist()):
+            if offset != prev_end:
+                report(offset, None, f"footer table entry does not follow the previous record (expected "
+                                     f"offset {prev_end})")
+            prev_end = offset + length
+            view = seq.get(offset, offset + length)
+            try:
+                rec, _ = parse_record(view, name, offset, length)
+            except CorruptRecord as exc:
+                report(offset, exc.key, exc.message)
+            else:
+                result.records += 1
+                check_decode(rec, offset)
+            finally:
+                del view
+            if progress:
+                progress(length)
+        result.crc32c = seq.finish()
+        if progress:
+            progress(reader.size - (prev_end - DATA_OFFSET))
+        if result.ok and _nonzero_padding(reader):
+            report(prev_end, None, "non-zero bytes in the padding (records are intact)")
+    return result
+
+
+def _nonzero_padding(reader: ShardReader) -> bool:
+    h = reader.header
+    gaps = [(h.data_offset + h.data_length, h.table_offset), (h.table_offset + h.table_length, reader.size),
+            (HEADER_STRUCT.size, DATA_OFFSET)]
+    return any(any(pread(reader.fd, b - a, a)) for a, b in gaps if b > a)
+
+
