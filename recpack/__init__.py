@@ -14,7 +14,7 @@ Errors are in :mod:`recpack.errors`; the most useful ones are re-exported here.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .dataset import Dataset, open  # noqa: E402
 from .errors import (  # noqa: E402

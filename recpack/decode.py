@@ -18,7 +18,7 @@ the area would suggest. JPEGs with a restart marker after every MCU (``recpack p
 are first cut down to the MCUs the box touches, so that Huffman decoding follows the box's area too: ~0.60
 ms instead of ~0.80 ms for the same crops (docs/design.md).
 
-All decoders can decode a JPEG at 1/2, 1/4 or 1/8 of its size in the DCT domain (:func:`decode_reduced`,
+All decoders can decode a JPEG at 1/2, 1/4 or 1/8 of its size in the DCT domain (:func:`decode_crop` with ``out_size``,
 :func:`decode_crop`), which skips most of the inverse DCT and colour conversion: for the 500x375 image
 above, 1/2 costs ~0.9x a full decode, 1/4 ~0.85x, 1/8 ~0.7x (Huffman decoding, which cannot be skipped,
 is the rest). Other libjpeg-turbo factors (3/8, 5/8, 3/4, 7/8) are *not* used: 5/8..7/8 are slower than a
@@ -39,7 +39,7 @@ from PIL import Image
 
 from .errors import DecodeError
 
-__all__ = ["REDUCTIONS", "available_decoders", "decode_crop", "decode_reduced", "decode_rgb", "image_size",
+__all__ = ["REDUCTIONS", "available_decoders", "decode_crop", "decode_rgb", "image_size",
            "pick_reduction", "region_decoder"]
 
 #: DCT-domain size reductions used, largest first: a JPEG decoded at 1/d is ceil(W/d) x ceil(H/d).
@@ -136,22 +136,6 @@ def pick_reduction(width: int, height: int, min_width: int, min_height: int) -> 
         if width >= max(min_width, 8) * d and height >= max(min_height, 8) * d:
             return d
     return 1
-
-
-def decode_reduced(data: bytes | memoryview, min_width: int, min_height: int,
-                   decoder: str | None = None) -> tuple[np.ndarray, float]:
-    """Decode ``data`` at the smallest size >= (min_width, min_height) pixels that DCT-domain scaling gives.
-
-    Returns ``(array, scale)``: a writable, C-contiguous (ceil(H * scale), ceil(W * scale), 3) uint8 RGB
-    array and scale in {1, 1/2, 1/4, 1/8} (exact in binary). Pixel (i, j) of the result covers stored pixels
-    [j / scale, (j + 1) / scale) x [i / scale, (i + 1) / scale). Non-JPEG images come back at scale 1. Cost:
-    a header read (~1 us) plus a reduced decode, 0.7-0.9x a full one (module docstring). Raises DecodeError
-    and ValueError like :func:`decode_rgb`.
-    """
-    width, height = image_size(data)
-    d = pick_reduction(width, height, min_width, min_height)
-    arr, got = _decode_checked(data, d, decoder, width, height)
-    return arr, 1.0 / got
 
 
 def decode_crop(data: bytes | memoryview, box: tuple[int, int, int, int], out_size: tuple[int, int] | None = None,

@@ -20,6 +20,7 @@ import errno
 import os
 import stat
 import threading
+from typing import Any
 
 from .crc import crc32c
 from .errors import FormatError
@@ -38,6 +39,7 @@ __all__ = [
     "OpenFiles",
     "open_readonly",
     "pread",
+    "read_span",
 ]
 
 #: Size of one sequential read (a multiple of ALIGN). 8 MiB keeps an HDD streaming and costs ~nothing per record.
@@ -335,3 +337,19 @@ class OpenFiles:
             for f in self._open.values():
                 f.close()
             self._open.clear()
+
+
+def read_span(f: PositionalFile, buf: Any, at: int, start: int, end: int) -> tuple[int, int]:
+    """Read file bytes [start, end) widened to ALIGN boundaries into ``buf[at:]``.
+
+    Returns (buffer position of file offset ``start``, bytes read). ``buf[at:]`` must hold the widened span
+    and, for direct I/O, start at an ALIGN-aligned address (BufferPool's buffers do)."""
+    a = start - start % ALIGN
+    b = -(-end // ALIGN) * ALIGN  # a direct read must be whole blocks; past EOF it just comes back short
+    if not f.direct:
+        b = min(b, f.size)
+    n = f.read_into(memoryview(buf)[at:at + (b - a)], a)
+    if a + n < end:
+        raise FormatError(f"shard is shorter than its table says (read ended at {a + n}, needed {end}); "
+                          "the file was truncated — run `recpack verify`", f.path, a + n)
+    return at + (start - a), b - a

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .errors import ManifestError
 from .format import FORMAT_VERSION, SHARD_SUFFIX
 

@@ -94,17 +94,6 @@ class Layout:
             raise ValueError("record counts per shard must be >= 0")
         return cls(np.concatenate([np.zeros(1, np.int64), np.cumsum(c, dtype=np.int64)]))
 
-    def locate(self, ids: npt.ArrayLike) -> tuple[IdArray, IdArray]:
-        """(shard, index within the shard) of each global id, vectorised: O(len(ids) * log(shards)).
-
-        Raises ValueError for ids outside ``[0, N)``."""
-        g = np.asarray(ids, dtype=np.int64)
-        if g.size and (int(g.min()) < 0 or int(g.max()) >= self.n):
-            raise ValueError(f"record ids must lie in [0, {self.n}); got {int(g.min())}..{int(g.max())}")
-        # side="right" - 1 skips empty shards, whose start equals the next shard's start.
-        shard = np.searchsorted(self.starts, g, side="right").astype(np.int64) - 1
-        return shard, g - self.starts[shard]
-
 
 # -- orders -------------------------------------------------------------------------------------------------
 def _rng(seed: int, epoch: int, tag: int) -> np.random.Generator:

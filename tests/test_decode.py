@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 from recpack.decode import (
     available_decoders,
     decode_crop,
-    decode_reduced,
     decode_rgb,
     image_size,
     pick_reduction,
@@ -94,14 +92,13 @@ def test_pick_reduction(size: tuple[int, int], min_size: tuple[int, int], want: 
 
 
 @pytest.mark.parametrize("decoder", [None, *DECODERS])
-def test_decode_reduced_sizes_and_scale(make_jpeg: Callable[..., bytes], decoder: str | None) -> None:
+def test_reduced_decode_sizes_and_scale(make_jpeg: Callable[..., bytes], decoder: str | None) -> None:
     data = make_jpeg((203, 150))
     full = decode_rgb(data, decoder).astype(np.float32)
-    for min_size, scale in [((203, 150), 1.0), ((100, 75), 0.5), ((50, 30), 0.25), ((1, 1), 0.125)]:
-        a, s = decode_reduced(data, *min_size, decoder=decoder)
-        assert s == scale
-        assert a.shape == (math.ceil(150 * s), math.ceil(203 * s), 3) and a.dtype == np.uint8
-        assert a.flags.c_contiguous and a.flags.writeable
+    for min_size, s in [((203, 150), 1.0), ((100, 75), 0.5), ((50, 30), 0.25), ((1, 1), 0.125)]:
+        a = decode_crop(data, (0, 0, 203, 150), min_size, decoder=decoder)  # the whole image, reduced
+        # the reduced image is ceil(150 s) x ceil(203 s); the box edge maps to the nearest reduced pixel
+        assert a.shape == (round(150 * s + 1e-9), round(203 * s + 1e-9), 3) and a.dtype == np.uint8
         # Same picture: block means of the full decode (whole blocks only) match the reduced pixels.
         d = round(1 / s)
         h, w = 150 // d, 203 // d
@@ -113,15 +110,16 @@ def test_decode_reduced_decoders_agree(make_jpeg: Callable[..., bytes], unusual_
     if len(DECODERS) < 2:
         pytest.skip("only one decoder here")
     for data in (make_jpeg((160, 120)), unusual_images["gray.jpg"], unusual_images["cmyk.jpg"]):
-        ref, s_ref = decode_reduced(data, 16, 12, "pillow")
-        got, s = decode_reduced(data, 16, 12, DECODERS[0])
-        assert s == s_ref and got.shape == ref.shape
+        w, h = image_size(data)
+        ref = decode_crop(data, (0, 0, w, h), (16, 12), "pillow")
+        got = decode_crop(data, (0, 0, w, h), (16, 12), DECODERS[0])
+        assert got.shape == ref.shape
         assert np.abs(got.astype(np.int16) - ref).mean() < 1.5
 
 
 def test_decode_reduced_non_jpeg_is_full_size(unusual_images: dict[str, bytes]) -> None:
-    a, s = decode_reduced(unusual_images["rgba.png"], 1, 1)
-    assert s == 1.0 and a.shape == (48, 64, 3)
+    a = decode_crop(unusual_images["rgba.png"], (0, 0, 64, 48), (1, 1))
+    assert a.shape == (48, 64, 3)
 
 
 @pytest.mark.parametrize("decoder", [None, *DECODERS])
@@ -156,12 +154,11 @@ def test_decode_crop_uses_a_registered_region_decoder(make_jpeg: Callable[..., b
     def region(buf: bytes | memoryview, box: tuple[int, int, int, int], d: int) -> tuple[np.ndarray, int, int]:
         calls.append((box, d))
         x, y, w, h = box
-        full = decode_reduced(buf, 320 // d, 240 // d, "pillow")[0]
+        full = decode_crop(buf, (0, 0, 320, 240), (320 // d, 240 // d), "pillow")
         x0, y0 = x // d, y // d  # a region starting at the box, as a partial decoder would return it
         return full[y0:, x0:], x0, y0
 
     monkeypatch.setattr(D, "_REGION_DECODERS", {"fake": region})
-    assert D.region_decoder() == "fake"
     want = decode_crop(data, (40, 30, 200, 150), (50, 37), "pillow")  # a named decoder: whole image
     assert calls == []
     got = decode_crop(data, (40, 30, 200, 150), (50, 37))

@@ -162,6 +162,21 @@ def test_ranks_get_disjoint_equal_shares(dataset: Path) -> None:
         assert first0 != loaders[0].batch_ids(1, 0).tolist()  # the assignment changes every epoch
 
 
+def test_ranks_agree_even_when_their_device_probes_differ(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe times reads, so separate processes can measure differently; the ranks' orders must not."""
+    import recpack.loader as RL
+
+    fast = {"p50_ms": 0.05, "p90_ms": 0.1, "reads": 64, "cold": "fadvise", "cached": 0, "iops": 15000.0}
+    slow = {**fast, "p50_ms": 9.0, "iops": 100.0}
+    loaders = []
+    for r in range(3):
+        monkeypatch.setattr(RL, "probe_latency", lambda paths, probe=(slow if r == 1 else fast): probe)
+        loaders.append(Loader(dataset, rank=r, world_size=3, **SMALL))
+    assert len({(x.order, str(x.order_kw)) for x in loaders}) == 1
+    ids = np.concatenate([x.batch_ids(0, b) for x in loaders for b in range(len(x))])
+    assert set(ids.tolist()) == set(range(47)) and len(ids) == 48  # one padding repeat, nothing missing
+
+
 def test_transforms_val_callable_normalize_numpy(dataset: Path) -> None:
     x, y = next(iter(Loader(dataset, transform="val", order="sequential", **SMALL)))
     assert x.shape == (5, 3, 32, 32)
@@ -279,7 +294,7 @@ def test_error_in_reader_thread_reaches_the_consumer(dataset: Path, tmp_path: Pa
     shutil.copytree(dataset, tmp_path / "ds")
     loader = Loader(tmp_path / "ds", order="sequential", **SMALL)
     shard = tmp_path / "ds" / "shard-00002.rpk"
-    shard.write_bytes(shard.read_bytes()[:6000])  # truncated after the loader read the tables: refused, not read with the old table
+    shard.write_bytes(shard.read_bytes()[:6000])  # truncated after the tables were read: refused
     with pytest.raises(recpack.FormatError, match="changed since the dataset was opened"):
         for _ in loader:
             pass

@@ -13,7 +13,7 @@ import recpack
 from recpack.cli import cli
 from recpack.format import encode_record
 from recpack.loader import Loader
-from recpack.order import ORDERS
+from recpack.order import ORDERS, Layout
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
 
@@ -45,16 +45,16 @@ def test_synthetic_dataset_is_valid_and_exact(tmp_path: Path) -> None:
             assert bytes(row) == encode_record(scale._meta(i), scale._payload(32))
 
 
-def test_loader_table_is_flat_arrays_of_30_bytes_per_record(tmp_path: Path) -> None:
+def test_loader_table_is_flat_arrays_of_31_bytes_per_record(tmp_path: Path) -> None:
     scale = _scale()
     scale.write_synthetic(tmp_path / "ds", 10_000, per_shard=1_000, payload=16)
     loader = Loader(tmp_path / "ds", batch_size=256, order="random", decode=False, transform=None, device="cpu")
     t = loader.table
-    per_record = sum(a.nbytes for a in (t.shard, t.offset, t.length, t.label, t.width, t.height)) / t.n
-    assert per_record == 30
+    per_record = sum(a.nbytes for a in (t.shard, t.offset, t.length, t.label, t.width, t.height, t.flags)) / t.n
+    assert per_record == 31
     assert t.label.tolist() == [i % 100 for i in range(10_000)]
     assert t.shard.tolist() == [i // 1_000 for i in range(10_000)]
     for name, fn in ORDERS.items():
-        order = fn(loader.layout, 0, 1, **loader.order_kw)
+        order = fn(Layout(t.starts), 0, 1, **loader.order_kw)
         assert sorted(order.tolist()) == list(range(10_000)), name
     loader.close()

@@ -149,6 +149,10 @@ class RecordSource(Closing):
         ``format_version``, ``created_by``, ``bytes``, ``files`` (list of {name, records, bytes}), ``pack``."""
         raise NotImplementedError
 
+    def data_files(self) -> list[str]:
+        """Every file holding record data (what a cold-cache benchmark evicts, what ``du`` would count)."""
+        return list(self.files)
+
     def open_files(self, direct: bool = False, advice: str | None = None) -> OpenFiles:
         """A bounded set of open ``files`` for large span reads (sources with ``spans``)."""
         return OpenFiles(self.files, direct=direct, advice=advice)

@@ -242,6 +242,9 @@ class LmdbSource(RecordSource):
     def where(self, i: int) -> tuple[str, int]:
         return LMDB_FILE, i
 
+    def data_files(self) -> list[str]:
+        return [self.db_path]
+
     def scan(self) -> Iterator[tuple[int, Record] | tuple[None, Damage]]:
         for i in range(len(self)):
             try:

@@ -1,4 +1,4 @@
-"""recpack.storage: the read-buffer pool (the rest is covered through the Loader's tests)."""
+"""recpack.buffers: the read-buffer pool."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from recpack.storage import BufferPool
+from recpack.buffers import BufferPool
 
 
 @pytest.mark.parametrize("n", [1, 4096, 65536, 65537, 112_640, 8 << 20, (8 << 20) + 8192, 33 << 20])
