@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bench.mountinfo import fstype_of, parse_mounts
 from .interrupts import signals_as_interrupt
 from .errors import RecpackError
 
@@ -149,18 +150,10 @@ def _which(name: str) -> str | None:
     return shutil.which(name, path=path)
 
 
-def _unescape_mount(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
 def _cgroup_mounts(mounts_text: str) -> list[tuple[str, Path, list[str]]]:
     """(fstype, mount point, options) of every cgroup / cgroup2 mount in /proc/self/mounts text."""
-    out = []
-    for line in mounts_text.splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[2] in ("cgroup", "cgroup2"):
-            out.append((parts[2], Path(_unescape_mount(parts[1])), parts[3].split(",")))
-    return out
+    return [(fstype, Path(point), opts) for _, point, fstype, opts in parse_mounts(mounts_text)
+            if fstype in ("cgroup", "cgroup2")]
 
 
 def find_cgroup(mounts_text: str | None = None) -> tuple[str, Path] | str:
@@ -284,16 +277,9 @@ def _read_stats(method: str, text: str, majmin: str) -> tuple[int, int]:
 def _default_workdir() -> Path:
     """A temp folder on a real disk: ``tempfile.gettempdir()`` unless it is tmpfs, then /var/tmp."""
     tmp = Path(tempfile.gettempdir())
-    try:
-        mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
-    except OSError:
-        return tmp
-    best, fstype = "", ""
-    for parts in mounts:
-        point = _unescape_mount(parts[1])
-        if (str(tmp) + "/").startswith(point.rstrip("/") + "/") and len(point) >= len(best):
-            best, fstype = point, parts[2]
-    return Path("/var/tmp") if fstype in ("tmpfs", "ramfs") and os.path.isdir("/var/tmp") else tmp
+    if fstype_of(tmp) in ("tmpfs", "ramfs") and os.path.isdir("/var/tmp"):
+        return Path("/var/tmp")
+    return tmp
 
 
 def _write(path: Path, value: str) -> None:

@@ -18,30 +18,17 @@ from recpack.bench.device import (
     ReadSpec,
     bench_device,
     block_device,
-    find_mount,
     format_report,
     identify,
     make_test_file,
-    parse_mountinfo,
     plan_file_size,
     run_test,
 )
 from recpack.cli import cli
 from recpack.errors import RecpackError
+from test_mountinfo import MOUNTINFO
 
 MiB = 1 << 20
-
-MOUNTINFO = """\
-22 27 0:21 / /proc rw,relatime - proc proc rw
-27 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro
-30 27 253:0 / /data rw,noatime shared:5 - xfs /dev/mapper/vg-data rw,attr2
-31 27 0:45 / /tmp rw,nosuid - tmpfs tmpfs rw,size=1024k
-32 30 7:0 / /data/my\\040disk rw,relatime - ext4 /dev/loop0 rw
-33 27 9:0 / /raid rw - ext4 /dev/md0 rw
-34 27 0:50 / /btr rw - btrfs /dev/sdb rw
-bad line
-"""
-
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,28 +85,6 @@ def fake_root(tmp_path: Path) -> Path:
     for s in ("sda1", "sdb1"):
         (md / "slaves" / s).touch()
     return root
-
-
-# -------------------------------------------------------------------------------------------------
-# mountinfo
-
-
-def test_parse_mountinfo_unescapes_and_skips_bad_lines() -> None:
-    mounts = parse_mountinfo(MOUNTINFO)
-    assert len(mounts) == 7
-    m = {x.mount_point: x for x in mounts}
-    assert m["/"].fstype == "ext4" and m["/"].source == "/dev/nvme0n1p2" and m["/"].majmin == "259:2"
-    assert m["/data"].fstype == "xfs" and m["/data"].options == "rw,noatime"  # optional fields skipped
-    assert "/data/my disk" in m  # \040 is a space
-
-
-def test_find_mount_longest_prefix() -> None:
-    mounts = parse_mountinfo(MOUNTINFO)
-    assert find_mount("/data/my disk/x", mounts).mount_point == "/data/my disk"  # type: ignore[union-attr]
-    assert find_mount("/data/my diskette", mounts).mount_point == "/data"  # type: ignore[union-attr]
-    assert find_mount("/datafoo", mounts).mount_point == "/"  # type: ignore[union-attr]
-    assert find_mount("/tmp", mounts).fstype == "tmpfs"  # type: ignore[union-attr]
-    assert find_mount("/x", []) is None
 
 
 # -------------------------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ from ..cliutil import SizeType, exit_on_errors
 from ..errors import RecpackError
 from ..interrupts import signals_as_interrupt
 from .cache import cached_fraction, evict, evict_file, supports_o_direct
+from .mountinfo import Mount, find_mount, parse_mountinfo, read_mountinfo
 from .stats import CLASS_LABELS, classify, summarize
 
 __all__ = [
@@ -95,61 +96,6 @@ _MAX_DEPTH = 8  # loop devices on files on loop devices on ...: stop somewhere
 
 # ==================================================================================================
 # Identification
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One line of /proc/self/mountinfo (see proc(5))."""
-
-    mount_point: str
-    majmin: str
-    root: str
-    fstype: str
-    source: str
-    options: str
-
-
-def _unescape(field: str) -> str:
-    r"""mountinfo escapes space, tab, newline and backslash as octal (``\040``)."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[Mount]:
-    """Parse /proc/PID/mountinfo text; malformed lines are skipped.
-
-    Line format: ``id parent MAJ:MIN root mount_point options [optional fields...] - fstype source super_opts``.
-    """
-    mounts = []
-    for line in text.splitlines():
-        parts = line.split(" ")
-        try:
-            sep = parts.index("-", 6)
-            mounts.append(Mount(mount_point=_unescape(parts[4]), majmin=parts[2], root=_unescape(parts[3]),
-                                fstype=parts[sep + 1], source=_unescape(parts[sep + 2]),
-                                options=parts[5]))
-        except (ValueError, IndexError):
-            continue
-    return mounts
-
-
-def find_mount(path: str, mounts: Sequence[Mount]) -> Mount | None:
-    """The mount holding the absolute, resolved ``path``: the longest mount point that is a path prefix of
-    it (the last one listed wins a tie, since later mounts hide earlier ones)."""
-    best: Mount | None = None
-    for m in mounts:
-        point = m.mount_point.rstrip("/") or "/"
-        if path == point or path.startswith(point.rstrip("/") + "/") or point == "/":
-            if best is None or len(point) >= len(best.mount_point.rstrip("/") or "/"):
-                best = m
-    return best
 
 
 def _read(path: Path) -> str | None:
@@ -245,14 +191,9 @@ def _from_sysdir(sysdir: Path, sys_root: str, proc_root: str, depth: int) -> dic
     return node
 
 
-def _mounts(proc_root: str) -> list[Mount]:
-    text = _read(_join(proc_root, "/proc/self/mountinfo"))
-    return parse_mountinfo(text or "")
-
-
 def _path_device(path: str, sys_root: str, proc_root: str) -> Path | None:
     """The sysfs folder of the block device holding ``path`` (by mountinfo, then by the mount source)."""
-    mount = find_mount(path, _mounts(proc_root))
+    mount = find_mount(path, read_mountinfo(proc_root))
     if mount is None:
         return None
     return _mount_sysdir(mount, sys_root)
@@ -285,7 +226,7 @@ def _chain(node: dict[str, Any] | None, fstype: str, sys_root: str, proc_root: s
     while cur is not None:
         parents = cur["parents"]
         if cur["kind"] == "loop" and cur["backing_file"]:
-            back = find_mount(cur["backing_file"], _mounts(proc_root))
+            back = find_mount(cur["backing_file"], read_mountinfo(proc_root))
             parts.append(f"file {cur['backing_file']}" + (f" on {back.fstype}" if back else ""))
         if not parents:
             break
@@ -309,7 +250,7 @@ def identify(path: str | os.PathLike[str], sys_root: str = "/", proc_root: str =
         out["note"] = f"storage identification needs Linux (/proc, /sys); this is {sys.platform}"
         out["chain"] = "unknown"
         return out
-    mounts = _mounts(proc_root)
+    mounts = read_mountinfo(proc_root)
     mount = find_mount(real, mounts)
     if mount is None:
         out["note"] = f"no mount found for {real} in {proc_root.rstrip('/')}/proc/self/mountinfo"
