@@ -35,7 +35,7 @@ from common import machine, today, versions, write_section  # noqa: E402
 
 from recpack.bench.cache import evict  # noqa: E402
 from recpack.bench.device import bench_device, make_test_file, plan_file_size, run_test, tests_for  # noqa: E402
-from recpack.emulate import check_environment  # noqa: E402
+from recpack.bench.emulate import check_environment  # noqa: E402
 
 TOLERANCE = 0.15
 MiB = 1 << 20

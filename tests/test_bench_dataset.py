@@ -217,7 +217,7 @@ def _cuda() -> bool:
 
 @pytest.mark.root
 def test_emulated_sata_ssd(forty_jpegs: Path, tmp_path: Path) -> None:
-    from recpack.emulate import check_environment
+    from recpack.bench.emulate import check_environment
 
     ok, reason = check_environment()
     if not ok:

@@ -297,7 +297,7 @@ def test_cli_emulate_without_root_says_so(tmp_path: Path, monkeypatch: pytest.Mo
 @pytest.mark.root
 def test_emulated_hdd_is_hdd_like() -> None:
     from recpack.bench.emulated import python_argv, run_emulated
-    from recpack.emulate import check_environment
+    from recpack.bench.emulate import check_environment
 
     ok, why = check_environment()
     if not ok:

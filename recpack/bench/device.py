@@ -824,7 +824,7 @@ def _measure_and_print(path: str, size: int, duration: float, max_reads: int | N
                        progress: bool) -> None:
     try:
         if emulate is not None:
-            from ..emulate import MiB as _MiB
+            from .emulate.profiles import MiB as _MiB
             from .emulated import python_argv, run_emulated
 
             # the child caps its file at half the free space: room for twice the file plus ext4's overhead

@@ -1,6 +1,6 @@
 """Run a ``recpack bench`` command inside an emulated HDD or SATA SSD (``--emulate``; root only).
 
-Both bench commands use :func:`run_emulated`: it makes the device (:mod:`recpack.emulate`: a loop-mounted
+Both bench commands use :func:`run_emulated`: it makes the device (:mod:`recpack.bench.emulate`: a loop-mounted
 ext4 file system whose reads are capped by a block-I/O cgroup), copies the inputs onto it at full speed,
 runs the same command again with ``--json`` inside the cgroup, and returns that command's JSON with an
 ``"emulation"`` key added. The device is always torn down: on return, on errors, on Ctrl-C and on SIGTERM.
@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..emulate import MiB, check_environment, emulated_device, get_profile
+from .emulate import MiB, check_environment, emulated_device, get_profile
 from ..errors import RecpackError
 from .cache import iter_files
 
