@@ -11,8 +11,6 @@ Cost: the pack (when needed) plus each run's ``time_limit`` / ``max_images`` bou
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import datetime as _dt
 import os
 import platform
@@ -23,11 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import click
-import numpy as np
 
 from .. import __version__
-from ..cliutil import exit_on_errors, parse_size
 from ..errors import RecpackError
 from ..index import read_manifest
 from ..interrupts import signals_as_interrupt
@@ -181,91 +176,3 @@ def measure(image_dir: str, dataset: str | None, opts: Options, *, emulate: str 
     result["image_dir"], result["packed_here"] = image_dir, dataset is None
     result["dataset"] = dataset if dataset is not None else "(temporary pack, removed)"
     return result
-
-
-# ---------------------------------------------------------------------------------------------- command
-
-def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int:
-    try:
-        return value if isinstance(value, int) else parse_size(str(value))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _runs(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    names = tuple(v.strip() for v in value.split(",") if v.strip())
-    bad = [n for n in names if n not in report.RUN_NAMES]
-    if bad or not names:
-        raise click.BadParameter(f"{', '.join(bad) or 'nothing'}: choose from {','.join(report.RUN_NAMES)}")
-    return names
-
-
-@click.command()
-@click.argument("image_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("packed_dataset", type=click.Path(exists=True, file_okay=False), required=False)
-@click.option("--device", default=None, help="Loader device: cuda, cuda:N or cpu (default: cuda when available).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="Decode threads (default: all cores).")
-@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--transform", type=click.Choice(["train", "val"]), default="train", show_default=True)
-@click.option("--size", type=click.IntRange(1), default=224, show_default=True, help="Output side in pixels.")
-@click.option("--order", type=click.Choice(["auto", "shard_shuffle", "random"]), default="auto", show_default=True,
-              help="Order of the shuffled runs; auto measures the device and picks (reported).")
-@click.option("--io", type=click.Choice(["cold", "auto", "buffered", "direct"]), default="cold", show_default=True,
-              help="Loader io mode of the packed-record and Loader runs. cold: what io=auto picks for a dataset "
-                   "larger than RAM (direct I/O).")
-@click.option("--max-images", type=click.IntRange(0), default=10_000, show_default=True,
-              help="Images per run at most (0: a whole epoch).")
-@click.option("--time-limit", type=click.FloatRange(0.1), default=30.0, show_default=True,
-              help="Seconds at most for the raw-files run and the sequential read (the rest is extrapolated).")
-@click.option("--decode-images", type=click.IntRange(1), default=1000, show_default=True,
-              help="Records decoded from memory for the CPU ceiling.")
-@click.option("--seq-bytes", default="1GiB", show_default=True, callback=_size,
-              help="Bytes of the shard files read sequentially at most.")
-@click.option("--runs", "runs", default=",".join(report.RUN_NAMES), show_default=True, callback=_runs,
-              help="Which runs, comma-separated.")
-@click.option("--emulate", type=click.Choice(["hdd", "sata-ssd"]), default=None,
-              help="Run the whole measurement on an emulated device (root: loop device + block-I/O cgroup).")
-@click.option("--warm", is_flag=True, help="Do not evict the page cache (numbers are labelled warm).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the orders, samples and crops.")
-@click.option("--workdir", type=click.Path(file_okay=False), default=None,
-              help="Where the temporary pack goes when PACKED_DATASET is not given (default: the temp folder).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write a PNG with bars per run and per stage (needs matplotlib).")
-@click.option("--no-progress", is_flag=True, help="No progress bars (they go to stderr).")
-def dataset_command(image_dir: str, packed_dataset: str | None, device: str | None, threads: int | None,
-                    batch_size: int, transform: str, size: int, order: str, io: str, max_images: int, time_limit: float,
-                    decode_images: int, seq_bytes: int, runs: tuple[str, ...], emulate: str | None, warm: bool,
-                    seed: int, workdir: str | None, as_json: bool, plot_path: str | None, no_progress: bool) -> None:
-    """Time IMAGE_DIR's raw files, its packed records (PACKED_DATASET, or a temporary pack of IMAGE_DIR), decode
-    alone and the full Loader, each from a cold cache; print images/s and MB/s per run, the Loader's stage
-    breakdown and the bottleneck with what to do about it."""
-    opts = Options(device=device, threads=threads, batch_size=batch_size, transform=transform, size=size,
-                   order=order, max_images=max_images, time_limit=time_limit, decode_images=decode_images,
-                   seq_bytes=seq_bytes, warm=warm, seed=seed, progress=not no_progress, io=io)
-
-    def body() -> None:
-        try:
-            if plot_path is not None:
-                report.plot_available()
-            result = measure(image_dir, packed_dataset, opts, emulate=emulate, workdir=workdir, runs=runs)
-        except (ValueError, OSError) as exc:
-            raise RecpackError(str(exc)) from exc
-        if plot_path is not None:
-            report.plot([result], plot_path)
-        if as_json:
-            click.echo(json.dumps(result, indent=1, default=_jsonable))
-        else:
-            click.echo(report.format_table(result))
-            if plot_path is not None:
-                click.echo(f"plot: {plot_path}")
-
-    exit_on_errors("interrupted; temporary files were removed")(body)()
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return str(obj)

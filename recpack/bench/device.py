@@ -32,7 +32,6 @@ The JSON result (:func:`bench_device`; ``recpack bench device --json``), keys st
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -41,22 +40,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 from tqdm import tqdm
 
 from .. import __version__
-from ..cliutil import SizeType, exit_on_errors
 from ..errors import RecpackError
 from ..interrupts import signals_as_interrupt
 from .cache import cached_fraction, evict, supports_o_direct
 from .emulate.profiles import MiB
 from .emulated import python_argv, run_emulated
-from .device_report import format_report, jsonable
 from .identify import device_counters, identify
 from .readers import make_test_file, plan_file_size, run_test, tests_for
 from .stats import CLASS_LABELS, classify
 
-__all__ = ["bench_device", "bench_device_emulated", "device_command"]
+__all__ = ["bench_device", "bench_device_emulated"]
 
 GiB = 1 << 30
 
@@ -179,69 +175,3 @@ def bench_device_emulated(profile: str, *, size: int = GiB, duration: float = 3.
     child += (["--warm"] if warm else []) + ([] if progress else ["--no-progress"])
     return run_emulated(profile, [], lambda paths: python_argv(*child, str(paths[0])), size=dev_size,
                         progress=progress)
-
-
-# ==================================================================================================
-# Command
-#
-@click.command()
-@click.argument("path", type=click.Path(exists=True))
-@click.option("--size", type=SizeType(), default="1GiB", show_default=True,
-              help="Test file size (capped at half the free space). Larger than RAM makes warm runs impossible.")
-@click.option("--duration", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
-              help="Seconds per test.")
-@click.option("--reads", "max_reads", type=click.IntRange(1), default=None,
-              help="Stop a test after this many reads (whichever comes first with --duration).")
-@click.option("--threads", type=click.IntRange(1, 256), default=16, show_default=True,
-              help="Threads of the concurrent random 4 KiB test.")
-@click.option("--record-size", "record_bytes", type=SizeType(), default="110KiB", show_default=True,
-              help="Read size of the random record test (a dataset's typical record).")
-@click.option("--direct", is_flag=True, help="Read with O_DIRECT instead of dropping the page cache.")
-@click.option("--warm", is_flag=True, help="Read the file once first and never evict (labelled warm).")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the random offsets.")
-@click.option("--emulate", type=click.Choice(["hdd", "sata-ssd"]), default=None,
-              help="Measure an emulated WD Black HDD (110 IOPS, 170 MB/s) or Samsung 850 PRO SSD (10,000 IOPS, "
-                   "550 MB/s) made on PATH's disk instead (root: loop device + cgroup).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (keys: see recpack.bench.device).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
-def device_command(**options: Any) -> None:
-    """Identify the storage under PATH (file system, block device, model, rotational flag) and measure it
-    with a temporary test file: random 4 KiB reads at queue depth 1 and with threads, random record-size
-    reads and sequential 1 MiB reads, cold cache each time; then name its class (HDD-like, SATA-SSD-like,
-    NVMe-like, RAM/page cache) from the numbers."""
-    exit_on_errors("interrupted; the test file (and any emulated device) was removed")(_device_main)(**options)
-
-
-def _interrupted() -> None:
-    click.echo("\ninterrupted; the test file (and any emulated device) was removed", err=True)
-    sys.exit(130)
-
-
-def _device_main(path: str, size: int, duration: float, max_reads: int | None, threads: int, record_bytes: int,
-                 direct: bool, warm: bool, seed: int, emulate: str | None, as_json: bool, no_progress: bool) -> None:
-    progress = not no_progress
-    try:
-        _measure_and_print(path, size, duration, max_reads, threads, record_bytes, direct, warm, seed, emulate,
-                           as_json, progress)
-    except KeyboardInterrupt:
-        _interrupted()
-
-
-def _measure_and_print(path: str, size: int, duration: float, max_reads: int | None, threads: int,
-                       record_bytes: int, direct: bool, warm: bool, seed: int, emulate: str | None, as_json: bool,
-                       progress: bool) -> None:
-    try:
-        if emulate is not None:
-            result = bench_device_emulated(emulate, size=size, duration=duration, max_reads=max_reads,
-                                           threads=threads, record_bytes=record_bytes, direct=direct, warm=warm,
-                                           seed=seed, progress=progress)
-        else:
-            result = bench_device(path, size=size, duration=duration, max_reads=max_reads, threads=threads,
-                                  record_bytes=record_bytes, direct=direct, warm=warm, seed=seed,
-                                  progress=progress)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
-    if as_json:
-        click.echo(json.dumps(jsonable(result), indent=1))
-    else:
-        click.echo(format_report(result))

@@ -1,14 +1,15 @@
-"""The human-readable report of ``recpack bench device`` (:func:`format_report`) and its JSON form
-(:func:`jsonable`); no measuring here."""
+"""The human-readable report of ``recpack bench device`` (:func:`format_report`) and its JSON text
+(:func:`to_json`); no measuring here."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 from .readers import tests_for
 
-__all__ = ["format_report", "jsonable"]
+__all__ = ["format_report", "to_json"]
 
 
 def _size(n: int | None) -> str:
@@ -82,12 +83,17 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def jsonable(obj: Any) -> Any:
+def _jsonable(obj: Any) -> Any:
     """NaN is not JSON: write null."""
     if isinstance(obj, float) and math.isnan(obj):
         return None
     if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
+        return {k: _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [jsonable(v) for v in obj]
+        return [_jsonable(v) for v in obj]
     return obj
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """:func:`recpack.bench.device.bench_device`'s result as indented JSON, NaN written as null."""
+    return json.dumps(_jsonable(result), indent=1)
