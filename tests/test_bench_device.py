@@ -75,6 +75,7 @@ def test_cli_emulate_without_root_says_so(tmp_path: Path, monkeypatch: pytest.Mo
     done = CliRunner().invoke(cli, ["bench", "device", str(tmp_path), "--emulate", "hdd", "--no-progress"])
     assert done.exit_code == 1
     assert "root" in done.output and "sudo" in done.output
+    assert done.output.count("root") == 1, done.output  # said once
     assert list(tmp_path.iterdir()) == []
 
 

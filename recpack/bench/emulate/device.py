@@ -3,8 +3,9 @@
 :func:`emulated_device` makes one: a sparse file on the real disk (``workdir``) is formatted (ext4 by
 default, no lazy initialisation), attached to a loop device with direct I/O where the kernel allows it (so
 its reads go to the disk, not to the backing file's page cache), mounted ``noatime``, and given a cgroup that
-caps reads from it (:mod:`recpack.bench.emulate.cgroup`). Setup costs a ``mkfs`` of ``size`` bytes (about a
-second per GiB on ext4) and a few small writes; the backing file takes disk space only as data is written.
+caps reads from it (:mod:`recpack.bench.emulate.cgroup`). Setup costs an ``mkfs`` that writes all its
+metadata up front (no lazy initialisation, grows with ``size``) and a few small writes; the backing file takes
+disk space only as data is written.
 
 Teardown (kill what :meth:`EmulatedDevice.popen` started, move leftover processes out, remove the cgroup,
 unmount, detach the loop device, delete the backing file) always runs: on return, on exceptions, on Ctrl-C
@@ -31,7 +32,7 @@ from ...errors import RecpackError
 from ...interrupts import signals_as_interrupt
 from ..cache import drop_all_caches
 from .cgroup import find_cgroup, io_stats, join_cgroup, make_cgroup, own_cgroup, remove_cgroup, wrapper_argv
-from .host import MKFS_OPTIONS, default_workdir, device_number, find_tool, require_root, run_tool
+from .host import MKFS_OPTIONS, default_workdir, device_number, require_root, run_tool
 from .profiles import MiB, Profile, get_profile
 
 __all__ = ["EmulatedDevice", "emulated_device"]
@@ -171,12 +172,14 @@ class EmulatedDevice:
         if not self._mounted:
             return
         for attempt in range(10):
-            done = subprocess.run([find_tool("umount") or "umount", str(self.mount)], capture_output=True,
-                                  text=True)
-            if done.returncode == 0 or not os.path.ismount(self.mount):
-                self._mounted = False
-                return
-            time.sleep(0.1 * (attempt + 1))
+            try:
+                run_tool(["umount", str(self.mount)])
+            except RecpackError:
+                if os.path.ismount(self.mount):  # busy: a process is still leaving
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+            self._mounted = False
+            return
         # Still busy (a process outside our control has files open there): detach it now; the kernel
         # frees the file system, and with it the loop device (autoclear), when the last user goes.
         run_tool(["umount", "-l", str(self.mount)])
