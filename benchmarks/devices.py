@@ -80,7 +80,7 @@ def _cell(run: dict[str, Any] | None) -> list[str]:
 
 
 def _title(run: dict[str, Any]) -> str:
-    from recpack.bench.report import run_title
+    from recpack.bench.dataset_report import run_title
 
     return run_title({**run, "order": None}) + (f" ({run['order']})" if run.get("order") else "")
 
@@ -96,7 +96,7 @@ def _load_note(results: dict[str, dict[str, Any]]) -> str:
 
 def section(results: dict[str, dict[str, Any]], resized: dict[str, Any] | None, n: int, src_bytes: int,
             shards: int, args: argparse.Namespace) -> str:
-    from recpack.bench.report import STAGES
+    from recpack.bench.dataset_report import STAGES
 
     names = [d for d in DEVICES if d in results]
     first = results[names[0]]
@@ -228,7 +228,7 @@ def main() -> None:
     print(body)
     print(f"\n(total {time.perf_counter() - t_start:.0f} s)")
     if args.write:
-        from recpack.bench.report import plot
+        from recpack.bench.dataset_report import plot
 
         names = [d for d in DEVICES if d in results]
         plot([results[d] for d in names], PLOT, labels=names,

@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, today, versions, write_section  # noqa: E402
 
 from recpack.bench.cache import evict  # noqa: E402
-from recpack.bench.device import bench_device, make_test_file, plan_file_size, run_test, tests_for  # noqa: E402
-from recpack.emulate import check_environment  # noqa: E402
+from recpack.bench.device import bench_device  # noqa: E402
+from recpack.bench.readers import make_test_file, plan_file_size, run_test, tests_for  # noqa: E402
+from recpack.bench.emulate import check_environment  # noqa: E402
 
 TOLERANCE = 0.15
 MiB = 1 << 20
@@ -160,7 +161,7 @@ def main() -> None:
         cache = {t: r["cache"] for t, r in results.items()}
         fio_version = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
         body = (f"{today()}, {machine()}; {versions('numpy')}; {fio_version}.\n\n"
-                "`recpack bench device`'s tests (`recpack.bench.device.run_test`) against fio jobs making the same "
+                "`recpack bench device`'s tests (`recpack.bench.readers.run_test`) against fio jobs making the same "
                 "reads (`benchmarks/fio_check.py`): psync, buffered, readahead off for random reads "
                 f"(POSIX_FADV_RANDOM), {args.threads} reader processes / fio jobs (processes too) on disjoint "
                 f"slices of the file for the concurrent test; one test file per device ({args.size} MiB native, "

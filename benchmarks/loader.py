@@ -18,7 +18,7 @@ files + torch DataLoader, WebDataset, FFCV, LMDB + DataLoader, MXNet RecordIO, a
 Grid (batch 256, ``--workers`` worker processes or threads for every loader):
 (a) decoded: RandomResizedCrop(224, scale 0.08-1, ratio 3/4-4/3) + horizontal flip, uint8 batches, images/s;
 (b) raw: record bytes only, shuffled, MB/s, on the native disk;
-(c) emulated HDD (``recpack.emulate``, if present and usable): recpack raw shard_shuffle MB/s against the
+(c) emulated HDD (``recpack.bench.emulate``, if present and usable): recpack raw shard_shuffle MB/s against the
     device's sequential MB/s and against files + DataLoader.
 Every timed epoch starts from a cold page cache (``drop_caches`` before each runner and again inside it before
 each epoch, after the runner's untimed warm-up). This VM's disk swings by 2x from minute to minute, so the raw
@@ -157,11 +157,11 @@ def pack_all(work: Path, n: int, peers: list[Peer], skipped: dict[str, str], tim
 # -- emulated HDD ----------------------------------------------------------------------------------------------------
 def hdd_part(work: Path, args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
     """(c) raw records shuffled on an emulated HDD: recpack vs the device's sequential MB/s and vs files +
-    DataLoader. Returns (markdown lines, numbers); skips with the reason when recpack.emulate cannot run."""
+    DataLoader. Returns (markdown lines, numbers); skips with the reason when recpack.bench.emulate cannot run."""
     try:
-        from recpack import emulate
+        from recpack.bench import emulate
     except ImportError as exc:
-        return [f"(c) emulated HDD: skipped: recpack.emulate is not importable ({exc})."], {}
+        return [f"(c) emulated HDD: skipped: recpack.bench.emulate is not importable ({exc})."], {}
     ok, reason = emulate.check_environment()
     if not ok:
         return [f"(c) emulated HDD: skipped: {reason}."], {}

@@ -14,11 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .dataset import Dataset
-from .imaging import ImageOptions
-from .pack import PackOptions, pack
+from . import Dataset, ImageOptions, PackOptions, pack, verify
 from .synth import make_image_folder
-from .verify import verify
 
 __all__ = ["run_demo"]
 
@@ -63,7 +60,7 @@ def run_demo(workdir: str, images: int, size: tuple[int, int], workers: int | No
             ds[i]
         rates["random read images/s"] = len(ds) / (time.perf_counter() - t0)
 
-    from .loader import Loader
+    from . import Loader  # imports torch
 
     for label, kwargs in (("Loader raw records", {"decode": False, "transform": None}),
                           (f"Loader train 224 ({threads} threads)", {"transform": "train"})):

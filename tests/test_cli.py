@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import recpack
-from recpack.cli import cli, parse_size
+from recpack.cli import cli
+from recpack.cli.options import parse_size
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -1,4 +1,5 @@
-"""recpack.emulate: pure helpers without root; real emulated devices (marked ``root``) where the box allows."""
+"""recpack.bench.emulate: the package's names, profiles, argument checks and the tool without root; real emulated
+devices (marked ``root``) where the box allows. The cgroup and host helpers have their own test files."""
 
 from __future__ import annotations
 
@@ -6,38 +7,25 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from recpack import emulate
-from recpack.emulate import (
+from recpack.bench import emulate
+from recpack.bench.emulate import (
     METHOD_V1,
     METHOD_V2,
     PROFILES,
     Profile,
     check_environment,
-    device_number,
     emulated_device,
-    find_cgroup,
     get_profile,
     measure,
-    require_root,
-    throttle_settings,
-    wrapper_argv,
 )
+from recpack.bench.emulate.host import find_tool
 from recpack.errors import RecpackError
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "emulate-device"
-
-HYBRID_MOUNTS = textwrap.dedent("""\
-    /dev/vda / ext4 rw,relatime 0 0
-    tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
-    cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
-    cgroup /sys/fs/cgroup/blkio cgroup rw,relatime,blkio 0 0
-    cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
-""")
 
 
 def test_public_names() -> None:
@@ -64,108 +52,6 @@ def test_profiles_table() -> None:
         get_profile("floppy")
     with pytest.raises(ValueError, match="read_iops"):
         Profile("bad", 0, 1)
-
-
-def test_throttle_settings_v1_and_v2() -> None:
-    hdd = PROFILES["hdd"]
-    assert throttle_settings(hdd, "7:3", METHOD_V1) == [
-        ("blkio.throttle.read_iops_device", "7:3 110"),
-        ("blkio.throttle.read_bps_device", "7:3 170000000"),
-    ]
-    assert throttle_settings(hdd, "7:3", METHOD_V2) == [("io.max", "7:3 riops=110 rbps=170000000")]
-    both = Profile("w", 100, 2_000_000, write_iops=50, write_bps=1_000_000)
-    assert throttle_settings(both, "259:12", METHOD_V2) == [
-        ("io.max", "259:12 riops=100 rbps=2000000 wiops=50 wbps=1000000")]
-    assert ("blkio.throttle.write_bps_device", "259:12 1000000") in throttle_settings(both, "259:12", METHOD_V1)
-    with pytest.raises(ValueError, match="MAJOR:MINOR"):
-        throttle_settings(hdd, "/dev/loop3", METHOD_V1)
-    with pytest.raises(ValueError, match="method"):
-        throttle_settings(hdd, "7:3", "cgroup-v3")
-
-
-def test_find_cgroup_parses_mounts(tmp_path: Path) -> None:
-    v1 = tmp_path / "blkio"
-    v1.mkdir()
-    (v1 / "blkio.throttle.read_iops_device").write_text("")
-    v2 = tmp_path / "unified"
-    v2.mkdir()
-    (v2 / "cgroup.controllers").write_text("cpu memory pids\n")
-    mounts = (f"cgroup {v1} cgroup rw,relatime,blkio 0 0\n"
-              f"cgroup2 {v2} cgroup2 rw,relatime 0 0\n")
-    assert find_cgroup(mounts) == (METHOD_V1, v1)
-    (v1 / "blkio.throttle.read_iops_device").unlink()
-    reason = find_cgroup(mounts)
-    assert isinstance(reason, str) and "CONFIG_BLK_DEV_THROTTLING" in reason and "no io controller" in reason
-    (v2 / "cgroup.controllers").write_text("cpu io memory\n")
-    assert find_cgroup(f"cgroup2 {v2} cgroup2 rw 0 0\n") == (METHOD_V2, v2)
-    assert "no cgroup" in str(find_cgroup("/dev/vda / ext4 rw 0 0\n"))
-    # mount points with spaces are octal-escaped in /proc/self/mounts
-    spaced = tmp_path / "a b"
-    spaced.mkdir()
-    (spaced / "cgroup.controllers").write_text("io\n")
-    assert find_cgroup(f"cgroup2 {str(spaced).replace(' ', chr(92) + '040')} cgroup2 rw 0 0\n") == (METHOD_V2, spaced)
-    assert [m[0] for m in emulate._cgroup_mounts(HYBRID_MOUNTS)] == ["cgroup", "cgroup", "cgroup2"]
-
-
-def test_read_stats_parsing() -> None:
-    v1 = ("7:0 Read 262\n7:0 Write 0\n7:0 Sync 262\n7:0 Total 262\n8:0 Read 5\nTotal 262\n"
-          "7:0 Read 335544320\n7:0 Write 0\n7:0 Total 335544320\nTotal 335544320\n")
-    assert emulate._read_stats(METHOD_V1, v1, "7:0") == (262, 335544320)
-    assert emulate._read_stats(METHOD_V1, "", "7:0") == (0, 0)
-    v2 = "8:0 rbytes=1 wbytes=2 rios=3 wios=4\n7:3 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n"
-    assert emulate._read_stats(METHOD_V2, v2, "7:3") == (1, 4096)
-    assert emulate._read_stats(METHOD_V2, v2, "7:9") == (0, 0)
-
-
-def test_device_number() -> None:
-    with pytest.raises(ValueError, match="not a block device"):
-        device_number("/dev/null")
-    blocks = [Path("/dev") / name for name in sorted(os.listdir("/sys/block")) if (Path("/dev") / name).exists()] \
-        if os.path.isdir("/sys/block") else []
-    if not blocks:
-        pytest.skip("no block device nodes visible")
-    expected = (Path("/sys/block") / blocks[0].name / "dev").read_text().strip()
-    assert device_number(blocks[0]) == expected
-
-
-def test_wrapper_argv_joins_then_execs_with_arguments_intact(tmp_path: Path) -> None:
-    procs = tmp_path / "cgroup.procs"  # a plain file stands in for the cgroup's
-    tricky = ["a b", "$HOME", "'q'", '"d"', "*", ""]
-    argv = wrapper_argv(procs, [sys.executable, "-c", "import os, sys; print(os.getpid()); print(sys.argv[1:])",
-                                *tricky])
-    assert argv[:4] == ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(procs)]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[1] == repr(tricky)
-    assert procs.read_text().strip() == out[0]  # the pid written is the command's own (exec, not a child)
-    with pytest.raises(ValueError, match="empty command"):
-        wrapper_argv(procs, [])
-
-
-def test_wrapper_fails_cleanly_when_the_cgroup_is_gone(tmp_path: Path) -> None:
-    argv = wrapper_argv(tmp_path / "missing" / "cgroup.procs", ["true"])
-    assert subprocess.run(argv, capture_output=True).returncode != 0
-
-
-def test_check_environment_gives_a_reason_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    ok, reason = check_environment()
-    assert not ok and "root" in reason and "skip" in reason
-    with pytest.raises(RecpackError, match="needs? root"):
-        require_root()
-    with pytest.raises(RecpackError, match="root"):
-        with emulated_device("hdd", 256 << 20):
-            pass
-
-
-def test_check_environment_names_missing_tools(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(emulate, "_which", lambda name: None if name.startswith("mkfs") else "/bin/" + name)
-    ok, reason = check_environment()
-    assert not ok and "mkfs.ext4" in reason
-    ok, reason = check_environment(fs="zfs")
-    assert not ok and "zfs" in reason
-    with pytest.raises(RecpackError, match="mkfs.ext4"):
-        require_root()
 
 
 def test_emulated_device_validates_arguments_before_touching_anything() -> None:
@@ -284,7 +170,9 @@ def test_tool_cleans_up_on_signals(tmp_path: Path, sig: signal.Signals) -> None:
     proc.stderr.close()
     assert not os.path.exists(cgroup)
     assert list(tmp_path.iterdir()) == []
-    assert str(tmp_path) not in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    losetup = find_tool("losetup")  # /usr/sbin may be missing from PATH
+    assert losetup is not None
+    assert str(tmp_path) not in subprocess.run([losetup, "-a"], capture_output=True, text=True).stdout
 
 
 @pytest.mark.root

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import recpack
-from recpack.emulate import _MKFS, _which
+from recpack.bench.emulate.host import MKFS_OPTIONS as _MKFS, find_tool as _which
 from recpack.errors import PackError
 from recpack.pack import PackOptions, pack
 from recpack.backends.shards import check_shard

@@ -1,8 +1,17 @@
 """``recpack.bench``: how fast can this disk feed this GPU, and what is in the way?
 
-* :mod:`recpack.bench.device` identifies the storage under a path and measures random vs sequential reads
-  on it (``recpack bench device PATH``);
-* :mod:`recpack.bench.dataset` times raw files, packed records, decode and the full Loader on a dataset and
-  names the bottleneck stage (``recpack bench dataset IMAGE_DIR [PACKED]``);
-* :mod:`recpack.bench.emulated` runs either inside an emulated HDD or SATA SSD (``--emulate``, root only).
+``recpack bench device PATH`` (storage under a path, random vs sequential reads):
+
+* :mod:`.mountinfo` parses the kernel's mount tables; :mod:`.identify` follows the mount down to the disks;
+* :mod:`.readers` runs the timed read tests; :mod:`.device` puts identification, tests and class together;
+  :mod:`.device_report` prints it.
+
+``recpack bench dataset IMAGE_DIR [PACKED]`` (raw files, packed records, decode, full Loader; the bottleneck):
+
+* :mod:`.dataset_runs` holds the timed runs; :mod:`.dataset` packs if needed and assembles them;
+  :mod:`.dataset_report` names the bottleneck and prints tables, JSON and plots.
+
+Shared: :mod:`.cache` makes reads cold, :mod:`.stats` holds the latency statistics and device classes,
+:mod:`.emulate` makes an emulated HDD or SATA SSD (root only) and :mod:`.emulated` runs either command inside
+one (``--emulate``). The click commands are in :mod:`recpack.cli.bench`.
 """

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["METHODS", "evict", "evict_file", "iter_files", "cached_fraction", "supports_o_direct"]
+__all__ = ["METHODS", "evict", "evict_file", "drop_all_caches", "iter_files", "cached_fraction", "supports_o_direct"]
 
 #: Every value :func:`evict` can return.
 METHODS = ("drop_caches", "fadvise", "o_direct", "warm", "none")
@@ -74,7 +74,9 @@ def evict_file(path: str | os.PathLike[str], offset: int = 0, length: int = 0) -
         os.close(fd)
 
 
-def _drop_all() -> bool:
+def drop_all_caches() -> bool:
+    """``sync`` then ``echo 3 > /proc/sys/vm/drop_caches`` (root on Linux): the whole machine's page cache,
+    dentries and inodes are dropped. False where that is not allowed."""
     if os.name != "posix" or os.geteuid() != 0:
         return False
     try:
@@ -107,7 +109,7 @@ def evict(paths: Sequence[str | os.PathLike[str]], *, warm: bool = False, direct
         for f in files:
             evict_file(f)
         return "o_direct"
-    if drop_all and _drop_all():
+    if drop_all and drop_all_caches():
         return "drop_caches"
     done = [evict_file(f) for f in files]
     if files and not any(done):

@@ -1,6 +1,6 @@
 """Run a ``recpack bench`` command inside an emulated HDD or SATA SSD (``--emulate``; root only).
 
-Both bench commands use :func:`run_emulated`: it makes the device (:mod:`recpack.emulate`: a loop-mounted
+Both bench commands use :func:`run_emulated`: it makes the device (:mod:`recpack.bench.emulate`: a loop-mounted
 ext4 file system whose reads are capped by a block-I/O cgroup), copies the inputs onto it at full speed,
 runs the same command again with ``--json`` inside the cgroup, and returns that command's JSON with an
 ``"emulation"`` key added. The device is always torn down: on return, on errors, on Ctrl-C and on SIGTERM.
@@ -19,7 +19,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..emulate import MiB, check_environment, emulated_device, get_profile
+from .emulate import MiB, check_environment, emulated_device, get_profile
+from .emulate.host import NEEDS_ROOT
 from ..errors import RecpackError
 from .cache import iter_files
 
@@ -86,8 +87,8 @@ def run_emulated(profile: str, sources: Sequence[str | os.PathLike[str]],
     argv(copied_paths) to get a command line (a `python -m recpack bench ... --json` command), run it
     inside the device's cgroup, parse its stdout as JSON and return it with an added key "emulation":
     {profile, read_iops_limit, read_mb_s_limit, method, direct_io}. Raises recpack.errors.RecpackError
-    with a message saying root is needed (and how to run it: sudo) when not root or the environment
-    lacks loop/cgroup support (emulate.check_environment). Always tears down.
+    saying once that root is needed (and how: sudo) when not root, or what else is missing (loop devices,
+    cgroup support: :func:`recpack.bench.emulate.check_environment`). Always tears down.
 
     With no ``sources``, ``argv`` gets ``[mount point]``: the empty file system, for a command that writes
     its own test file there (``recpack bench device``). The child's stderr (progress bars, messages) goes
@@ -98,9 +99,11 @@ def run_emulated(profile: str, sources: Sequence[str | os.PathLike[str]],
     prof = get_profile(profile)
     ok, why = check_environment()
     if not ok:
-        raise RecpackError(f"--emulate {prof.name} needs root with loop devices and block-I/O cgroups: {why}. "
-                           "Run it as root, e.g. `sudo $(command -v recpack) bench ... --emulate "
-                           f"{prof.name}`, or leave out --emulate to measure the real disk")
+        instead = "or leave out --emulate to measure the real disk"
+        if why == NEEDS_ROOT:
+            raise RecpackError(f"--emulate {prof.name} needs root (loop devices, mounts, block-I/O cgroups): run "
+                               f"`sudo $(command -v recpack) bench ... --emulate {prof.name}`, {instead}")
+        raise RecpackError(f"--emulate {prof.name} cannot work on this machine: {why}; fix that, {instead}")
     if size is None:
         size = required_size(_tree_bytes(sources))
     if size < 64 * MiB:

@@ -35,7 +35,7 @@ NVME_P50_US = 80.0
 #: below; the emulated SATA SSD at 10,000).
 NVME_IOPS = 50_000.0
 #: Median cold 4 KiB QD1 read above this (or fewer than :data:`HDD_MAX_IOPS` reads/s at QD1): HDD-like. The
-#: same thresholds as :func:`recpack.order.is_hdd_like`, which picks the HDD-friendly read order.
+#: same thresholds as :func:`recpack.probe.is_hdd_like`, which picks the HDD-friendly read order.
 HDD_P50_US = HDD_P50_MS * 1000.0
 
 #: Measured classes, by the key :func:`classify` returns.

@@ -1,7 +1,7 @@
-"""The ``recpack`` command: a thin click shell over the library.
+"""The library commands of ``recpack``: ``pack``, ``inspect``, ``verify``, ``convert`` and ``demo``.
 
-Exit codes: 0 success; 1 a recpack error (message on stderr) or, for ``verify``, damage found; 2 bad usage
-(click); 130 interrupted (a re-run of the same ``pack`` command resumes).
+Each parses its options, calls the library's public functions (imported when the command runs, so that
+``recpack --help`` stays quick) and prints the result as text or JSON.
 """
 
 from __future__ import annotations
@@ -16,27 +16,18 @@ import time
 
 import click
 
-from . import __version__
-from .bench.cli import bench
-from .cliutil import SizeType, exit_on_errors, parse_size
+from .options import SizeType, exit_on_errors
 
-__all__ = ["main", "cli", "parse_size"]
+__all__ = ["pack", "inspect", "verify", "demo", "convert"]
 
 _errors = exit_on_errors("interrupted; finished shards are kept — re-run the same command to resume")
-_Size = SizeType
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="recpack")
-def cli() -> None:
-    """Pack images into shuffled, sharded, checksummed record files and stream them to a GPU."""
-
-
-@cli.command()
+@click.command()
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True, help="Seed of the global shuffle.")
-@click.option("--shard-size", type=_Size(), default="256MiB", show_default=True,
+@click.option("--shard-size", type=SizeType(), default="256MiB", show_default=True,
               help="Target bytes per shard (planned from source file sizes).")
 @click.option("--num-shards", type=click.IntRange(1), default=None, help="Exactly this many shards instead.")
 @click.option("--workers", type=click.IntRange(0), default=None,
@@ -72,9 +63,8 @@ def pack(src: str, out: str, seed: int, shard_size: int, num_shards: int | None,
     """Pack the images in SRC (an ImageFolder tree, an im2rec .lst file or a list of paths) into the
     dataset folder OUT. Bad inputs are skipped and listed in OUT/pack-report.tsv. Re-running the same
     command after an interruption keeps finished shards and redoes only the rest."""
-    from .imaging import ImageOptions
-    from .pack import PackOptions
-    from .pack import pack as run_pack
+    from .. import ImageOptions, PackOptions
+    from .. import pack as run_pack
 
     image = ImageOptions(check=check, convert=convert, resize=resize, quality=quality or 95,
                          reencode=quality is not None, restart_markers=restart_markers)
@@ -104,13 +94,13 @@ def pack(src: str, out: str, seed: int, shard_size: int, num_shards: int | None,
             click.echo(f"  {n:6d}  {reason}")
 
 
-@cli.command()
+@click.command()
 @click.argument("dataset", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with a top-level 'records' count).")
 @_errors
 def inspect(dataset: str, as_json: bool) -> None:
     """Show what DATASET holds: counts, classes, shard sizes, image and record size statistics."""
-    from .info import inspect_dataset
+    from ..info import inspect_dataset
 
     info = inspect_dataset(dataset)
     if as_json:
@@ -138,7 +128,7 @@ def inspect(dataset: str, as_json: bool) -> None:
                f"(see {pk.get('report', 'pack-report.tsv')})")
 
 
-@cli.command()
+@click.command()
 @click.argument("dataset", type=click.Path(exists=True))
 @click.option("--decode", is_flag=True, help="Also decode every image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -147,7 +137,7 @@ def inspect(dataset: str, as_json: bool) -> None:
 def verify(dataset: str, decode: bool, as_json: bool, no_progress: bool) -> None:
     """Check every checksum in DATASET (sequential reads); list each bad record by shard, offset and key.
     Exits with status 1 if anything is wrong."""
-    from .verify import verify as run_verify
+    from .. import verify as run_verify
 
     t0 = time.perf_counter()
     res = run_verify(dataset, decode=decode, progress=not no_progress and not as_json)
@@ -166,7 +156,7 @@ def verify(dataset: str, decode: bool, as_json: bool, no_progress: bool) -> None
         sys.exit(1)
 
 
-@cli.command()
+@click.command()
 @click.option("--images", type=click.IntRange(1), default=2000, show_default=True,
               help="How many JPEGs to generate.")
 @click.option("--size", default="500x375", show_default=True, help="Generated image size WxH.")
@@ -177,7 +167,7 @@ def verify(dataset: str, decode: bool, as_json: bool, no_progress: bool) -> None
 def demo(images: int, size: str, workdir: str | None, workers: int | None) -> None:
     """Generate ImageNet-like JPEGs from bundled photos, pack them, verify, read them back and print
     throughput. Everything happens in a temporary folder unless --workdir is given."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     m = re.fullmatch(r"(\d+)x(\d+)", size)
     if not m:
@@ -193,11 +183,11 @@ def demo(images: int, size: str, workdir: str | None, workers: int | None) -> No
         run_demo(workdir, images, wh, workers, click.echo)
 
 
-@cli.command()
+@click.command()
 @click.argument("src", type=click.Path(exists=False))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True, help="Seed of the global shuffle.")
-@click.option("--shard-size", type=_Size(), default="256MiB", show_default=True, help="Target bytes per shard.")
+@click.option("--shard-size", type=SizeType(), default="256MiB", show_default=True, help="Target bytes per shard.")
 @click.option("--num-shards", type=click.IntRange(1), default=None, help="Exactly this many shards instead.")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Worker processes (as for pack).")
 @click.option("--backend", type=click.Choice(["shards", "lmdb"]), default="shards", show_default=True)
@@ -211,8 +201,8 @@ def convert(src: str, out: str, seed: int, shard_size: int, num_shards: int | No
     """Convert SRC -- an MXNet .rec (+ .idx), WebDataset .tar shards (a folder or a quoted glob) or a recpack
     LMDB dataset -- into the recpack dataset OUT, keeping image bytes, labels and keys. Shuffles, shards,
     checks and resumes exactly like `recpack pack`."""
-    from .convert import convert as run_convert
-    from .pack import PackOptions
+    from .. import PackOptions
+    from ..convert import convert as run_convert
 
     opts = PackOptions(seed=seed, shard_size=shard_size, num_shards=num_shards, workers=workers, backend=backend,
                        strict=strict, overwrite=overwrite, progress=not no_progress and not as_json)
@@ -228,11 +218,3 @@ def convert(src: str, out: str, seed: int, shard_size: int, num_shards: int | No
     click.echo(f"converted {res.records} of {res.source_items} images into {out} ({res.bytes / 1e6:.1f} MB) in "
                f"{res.seconds:.1f} s" + (f"; skipped {len(res.skipped)} (see {os.path.join(out, 'pack-report.tsv')})"
                                          if res.skipped else ""))
-
-
-cli.add_command(bench)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="recpack")

@@ -1,8 +1,4 @@
-"""What the click commands share: size parsing, the SIZE parameter type, and turning errors into exit codes.
-
-Kept apart from :mod:`recpack.cli` so that command modules elsewhere (``recpack.bench``) can use it without
-importing the command group that imports them.
-"""
+"""What the click commands share: size parsing, the SIZE parameter type, and turning errors into exit codes."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .errors import RecpackError
+from ..errors import RecpackError
 
 __all__ = ["SizeType", "exit_on_errors", "parse_size"]
 

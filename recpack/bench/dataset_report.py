@@ -18,11 +18,14 @@ its batches.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ..errors import RecpackError
 
@@ -40,6 +43,7 @@ __all__ = [
     "format_table",
     "plot",
     "plot_available",
+    "to_json",
 ]
 
 #: ``"schema"`` value of the JSON that ``recpack bench dataset --json`` prints; bumped on incompatible changes.
@@ -332,3 +336,15 @@ def plot(results: Sequence[Mapping[str, Any]], out: str | os.PathLike[str], labe
     fig.tight_layout()
     fig.savefig(os.fspath(out), dpi=110)
     plt.close(fig)
+
+
+def to_json(result: Mapping[str, Any]) -> str:
+    """The result of :func:`recpack.bench.dataset.measure` as indented JSON; numpy numbers become plain ones,
+    anything else JSON cannot hold its ``str``."""
+    return json.dumps(result, indent=1, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    return str(obj)
