@@ -265,12 +265,13 @@ class OpenFiles:
     first), so a dataset of thousands of files works under the usual ``ulimit -n 1024``. A file in use is
     never closed. Thread-safe.
 
-    With ``expect`` (one :func:`identity` per path, taken when the dataset was opened), every (re)open checks
+    With ``expect`` (one :func:`identity` per path, or None where unknown yet, taken when the file's table
+    was read), every (re)open checks
     that the file is still that version: a dataset re-packed in place while it is being read raises a
     :class:`FormatError` naming the file instead of mixing old tables with new records."""
 
     def __init__(self, paths: list[str], direct: bool = False, limit: int = 64,
-                 advice: str | None = None, expect: list[tuple[int, int, int, int]] | None = None) -> None:
+                 advice: str | None = None, expect: list[tuple[int, int, int, int] | None] | None = None) -> None:
         self.paths = paths
         self.direct = direct
         self.limit = max(1, limit)
@@ -290,7 +291,7 @@ class OpenFiles:
                 return f
         f = PositionalFile(self.paths[s], self.direct)
         try:
-            if self.expect is not None and identity(f.fd) != self.expect[s]:
+            if self.expect is not None and self.expect[s] is not None and identity(f.fd) != self.expect[s]:
                 raise FormatError("the file changed since the dataset was opened (re-packed or rewritten in "
                                   "place?); reading on would mix old tables with new records — open the "
                                   "dataset again", self.paths[s])

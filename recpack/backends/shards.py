@@ -11,10 +11,12 @@ the next record magic; :func:`check_shard` reads a shard once and checks everyth
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from ..errors import CorruptRecord, FormatError, ManifestError
@@ -44,42 +46,89 @@ class ShardSource(RecordSource):
             raise ManifestError(f"{folder}/index.json: its shards hold {sum(e.records for e in manifest.shards)} "
                                 f"records, not the {manifest.records} it lists; re-run `recpack pack`")
         files = [os.path.join(folder, e.name) for e in manifest.shards]
-        table = Table.allocate([e.records for e in manifest.shards])
-        expect: list[tuple[int, int, int, int]] = []
-        self.damaged: dict[int, FormatError] = {}
-        for s, (entry, path) in enumerate(zip(manifest.shards, files)):
-            try:
-                with ShardReader(path) as r:
-                    if len(r) != entry.records:
-                        raise FormatError(f"shard holds {len(r)} records, the manifest says {entry.records}; "
-                                          "the dataset is inconsistent — re-run `recpack pack`", path, 0)
-                    table.fill(s, r.table)
-                    expect.append(identity(r.fd))
-            except FormatError as exc:  # readable records are still recovered by scan(); verify reports it
-                self.damaged[s] = exc
-                a, b = int(table.starts[s]), int(table.starts[s + 1])
-                for col in (table.offset, table.length, table.label, table.width, table.height, table.flags):
-                    col[a:b] = 0
-                table.label[a:b] = -1
-                expect.append((-1, -1, -1, -1))
-        super().__init__(folder, table, list(manifest.classes), files)
+        super().__init__(folder, None, list(manifest.classes), files)
         self.manifest = manifest
-        self._files = OpenFiles(files, expect=expect)
+        self.starts = manifest.starts()
+        self.damaged: dict[int, FormatError] = {}  # shards whose header or footer table is unreadable
+        self._rows: dict[int, np.ndarray] = {}  # footer tables read so far (until the whole table is built)
+        self._table: Table | None = None
+        # the version of each shard its footer table came from; every (re)open is checked against it
+        self._expect: list[tuple[int, int, int, int] | None] = [None] * len(files)
+        self._files = OpenFiles(files, expect=self._expect)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.manifest.records
+
+    def _load(self, s: int) -> np.ndarray | None:
+        """Shard ``s``'s footer rows (read and checked once), or None when they cannot be read (``damaged``)."""
+        rows = self._rows.get(s)
+        if rows is not None or s in self.damaged:
+            return rows
+        entry, path = self.manifest.shards[s], self.files[s]
+        try:
+            with ShardReader(path) as r:
+                if len(r) != entry.records:
+                    raise FormatError(f"shard holds {len(r)} records, the manifest says {entry.records}; the "
+                                      "dataset is inconsistent — re-run `recpack pack`", path, 0)
+                self._expect[s] = identity(r.fd)
+                self._rows[s] = rows = r.table
+                return rows
+        except FormatError as exc:  # readable records are still recovered by scan(); verify reports it
+            self.damaged[s] = exc
+            return None
+
+    @property  # type: ignore[override]
+    def table(self) -> Table:
+        """Every shard's footer table in one :class:`Table` (read on first use; a damaged shard's records get
+        zero offsets and lengths and label -1, and the shard is listed by :meth:`problems`)."""
+        with self._lock:
+            if self._table is None:
+                table = Table.allocate([e.records for e in self.manifest.shards])
+                for s in range(len(self.files)):
+                    rows = self._load(s)
+                    if rows is None:
+                        a, b = int(table.starts[s]), int(table.starts[s + 1])
+                        for col in (table.offset, table.length, table.width, table.height, table.flags):
+                            col[a:b] = 0
+                        table.label[a:b] = -1
+                    else:
+                        table.fill(s, rows)
+                self._rows.clear()  # the table holds them now: no second copy
+                self._table = table
+            return self._table
+
+    @table.setter
+    def table(self, value: Table | None) -> None:
+        self._table = value
 
     def problems(self) -> list[FormatError]:
         """Shards whose header or footer table could not be read (their records are unknown to the table)."""
+        self.table  # noqa: B018 - reads every footer table
         return list(self.damaged.values())
 
     def record(self, i: int) -> Record:
-        if int(self.table.shard[i]) in self.damaged:
-            raise self.damaged[int(self.table.shard[i])]
-        s, offset, length = int(self.table.shard[i]), int(self.table.offset[i]), int(self.table.length[i])
+        if self._table is not None:
+            s, offset, length = int(self._table.shard[i]), int(self._table.offset[i]), int(self._table.length[i])
+        else:  # only this shard's footer table is needed
+            s = int(np.searchsorted(self.starts, i, side="right")) - 1
+            with self._lock:
+                rows = self._load(s)
+            if rows is not None:
+                j = i - int(self.starts[s])
+                offset, length = int(rows["offset"][j]), int(rows["length"][j])
+        if s in self.damaged:
+            raise self.damaged[s]
         f = self._files.acquire(s)
         try:
             buf = pread(f.fd, length, offset)
         finally:
             self._files.release(s)
         return parse_record(memoryview(buf), self.files[s], offset, length)[0]
+
+    def where(self, i: int) -> tuple[str, int]:
+        s = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.names[s], int(self.table.offset[i])
 
     def payload(self, i: int, view: memoryview) -> memoryview:
         """Header CRC, bounds, payload CRC and the length the table says; the metadata is not decoded (the
@@ -89,11 +138,12 @@ class ShardSource(RecordSource):
     def open_files(self, direct: bool = False, advice: str | None = None) -> OpenFiles:
         """A bounded set of open shard files for large reads (the Loader's), checked against the versions
         this source's tables came from."""
-        return OpenFiles(self.files, direct=direct, advice=advice, expect=self._files.expect)
+        self.table  # noqa: B018 - every shard's version is known once its footer table is read
+        return OpenFiles(self.files, direct=direct, advice=advice, expect=self._expect)
 
     def scan(self) -> Iterator[tuple[int, Record] | tuple[None, Damage]]:
         for s, path in enumerate(self.files):
-            first, expected = int(self.table.starts[s]), int(self.table.starts[s + 1] - self.table.starts[s])
+            first, expected = int(self.starts[s]), int(self.starts[s + 1] - self.starts[s])
             try:
                 if s in self.damaged:
                     raise self.damaged[s]

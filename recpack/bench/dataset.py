@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import RecpackError
-from ..index import read_manifest
+from ..backends import open_source
 from ..interrupts import signals_as_interrupt
 from . import dataset_report as report
 from .dataset_runs import Options, data_files, decode_only, full_loader, measure_sequential, read_files, read_records
@@ -97,7 +97,8 @@ def run_benchmark(image_dir: str, dataset: str, opts: Options, *, packed_here: b
     if unknown:
         raise ValueError(f"unknown runs {sorted(unknown)}; choose from {', '.join(report.RUN_NAMES)}")
     files = data_files(dataset)
-    records = read_manifest(dataset).records
+    with open_source(dataset) as source:
+        records = len(source)
     out: list[dict[str, Any]] = []
     if "sequential" in runs:
         out.append(measure_sequential(files, opts))
@@ -124,7 +125,7 @@ def packed_dataset(image_dir: str, dataset: str | None, *, workdir: str | None =
     a temporary folder under ``workdir`` (default: the temp folder) that is removed when the block ends, also
     on errors, Ctrl-C and SIGTERM."""
     if dataset is not None:
-        read_manifest(dataset)  # a clear error now rather than after the first runs
+        open_source(dataset).close()  # a clear error now rather than after the first runs
         yield dataset, False
         return
     from .. import PackOptions, pack

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import advise
-from ..index import read_manifest
+from ..backends import open_source
 from . import dataset_report as report
 from .cache import evict
 
@@ -96,11 +96,9 @@ def _run(name: str, images: int, nbytes: int, seconds: float, cache: str, *, ord
 
 
 def data_files(dataset: str | os.PathLike[str]) -> list[str]:
-    """The files holding a packed dataset's records (its shards, or LMDB's ``data.mdb``)."""
-    manifest = read_manifest(dataset)
-    if manifest.backend == "lmdb":
-        return [os.path.join(os.fspath(dataset), "data.mdb")]
-    return [os.path.join(os.fspath(dataset), s.name) for s in manifest.shards]
+    """The files holding a packed dataset's records (its shards, LMDB's ``data.mdb``, a ``.rec``)."""
+    with open_source(dataset) as source:
+        return source.data_files()
 
 
 def measure_sequential(files: Sequence[str], opts: Options) -> dict[str, Any]:
