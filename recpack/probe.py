@@ -207,9 +207,7 @@ def choose_io(io: str, hdd: bool, paths: Sequence[str]) -> tuple[str, str]:
     """("buffered" | "direct", why). auto: direct I/O when the dataset is larger than half the memory the page
     cache could use (it cannot stay cached, so caching it only costs: page-cache bookkeeping and a copy per
     byte), else buffered (later epochs then come from memory). Direct reads reach the device as full-size
-    requests without the kernel's per-page work; cold, shuffled raw reads measured 96-98% of the sequential
-    rate on the emulated HDD against 82-94% through the page cache, and 1.2-1.3x the buffered MB/s on this
-    VM's NVMe-like disk (docs/benchmarks.md)."""
+    requests without the kernel's per-page work (the measured difference: docs/benchmarks.md)."""
     if io != "auto":
         return io, "chosen by the caller"
     device = "HDD-like device" if hdd else "fast device"
