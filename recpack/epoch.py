@@ -150,17 +150,19 @@ class Epoch(Closing):
                 done = [f.result() for f in futures]
                 L.stats["wait_s"] += time.perf_counter() - t0
                 if is_raw:
-                    batch = self._deliver_raw(slot, [r for part in done for r in part])
+                    batch, count = self._deliver_raw(slot, [r for part in done for r in part])
                 else:
                     L.stats["decode_s"] += sum(dt for _, dt in done)
-                    batch = self._deliver(slot, n, [e for errs, _ in done for e in errs])
+                    batch, count = self._deliver(slot, n, [e for errs, _ in done for e in errs])
             except BaseException:
                 self.ring.release(slot)
                 raise
+            if count == 0:  # every record of the batch was skipped: nothing to hand out
+                continue
             L.stats["batches"] += 1
             yield b, batch
 
-    def _deliver_raw(self, slot: Slot, raw: list[Any]) -> Any:
+    def _deliver_raw(self, slot: Slot, raw: list[Any]) -> tuple[Any, int]:
         """decode=False: the checked record bytes themselves, without the records that failed."""
         L = self.L
         good = []
@@ -172,15 +174,19 @@ class Epoch(Closing):
         labels = slot.labels.index_select(0, torch.as_tensor(good, dtype=torch.long))
         self.ring.release(slot)
         L.stats["samples"] += len(good)
-        return [raw[i] for i in good], (labels.numpy() if L.config.output == "numpy" else labels)
+        return ([raw[i] for i in good], (labels.numpy() if L.config.output == "numpy" else labels)), len(good)
 
-    def _deliver(self, slot: Slot, n: int, errors: list[tuple[int, int, RecpackError]]) -> Any:
+    def _deliver(self, slot: Slot, n: int, errors: list[tuple[int, int, RecpackError]]) -> tuple[Any, int]:
         L = self.L
         keep = keep_good(n, errors, L._bad)
         assert slot.images is not None
         images = slot.images[:n] if keep is None else slot.images.index_select(0, keep)
         labels = slot.labels[:n] if keep is None else slot.labels.index_select(0, keep)
-        L.stats["samples"] += images.shape[0]
+        count = int(images.shape[0])
+        L.stats["samples"] += count
+        if count == 0:
+            self.ring.release(slot)
+            return None, 0
         t0 = time.perf_counter()
         if L.device.type == "cuda":
             self._count_copies(wait=False)
@@ -197,8 +203,8 @@ class Epoch(Closing):
             mean, std = L._norm
             images = (images.to(L.config.dtype) - mean) / std
         if L.config.output == "numpy":
-            return images.numpy(), labels.numpy()
-        return images, labels
+            return (images.numpy(), labels.numpy()), count
+        return (images, labels), count
 
     def _count_copies(self, wait: bool) -> None:
         """Add the duration of finished device copies to ``stats["copy_device_s"]`` (they finish in order on

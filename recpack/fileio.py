@@ -332,6 +332,15 @@ class OpenFiles:
         finally:
             self.release(s)
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (the parent's may have been held at the fork) and no open files
+        (the inherited descriptors are closed here, in the child only)."""
+        self._lock = threading.Lock()
+        self._users = {}
+        for f in self._open.values():
+            f.close()
+        self._open = {}
+
     def close(self) -> None:
         """Close every open file (files in use must have been released); later reads reopen them."""
         with self._lock:

@@ -153,7 +153,9 @@ class Loader(Closing):
         self._decide_reads()
 
         self._epoch = 0
-        self._next_batch = 0
+        self._next_batch = 0  # the next batch to deliver (what state_dict reports)
+        self._resume = False  # load_state_dict ran: the next iteration starts at _next_batch, not at 0
+        self._pid = os.getpid()
         self._plan_cache: EpochPlan | None = None
         # epoch -> [(world_size, ids read per rank)] of earlier world sizes this epoch was resumed from
         self._resplit: dict[int, list[tuple[int, int]]] = {}
@@ -268,10 +270,15 @@ class Loader(Closing):
 
     # -- epochs and state --------------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (the order changes with it). A different epoch starts from its first batch."""
+        """Select the epoch (the order changes with it). A different epoch starts from its first batch; the
+        same epoch keeps a position just loaded with :meth:`load_state_dict`. Without calls to set_epoch,
+        each completed pass moves on to the next epoch (a new order, like a DataLoader with shuffle=True)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, not {epoch!r}")
         if epoch != self._epoch:
             self._epoch = int(epoch)
             self._next_batch = 0
+            self._resume = False
 
     @property
     def epoch(self) -> int:
@@ -279,6 +286,7 @@ class Loader(Closing):
 
     def state_dict(self) -> dict[str, Any]:
         """Where this loader is: resuming from it yields exactly the batches an uninterrupted run would have.
+        Taken mid-epoch it names the next batch; taken after a completed epoch, the start of the next epoch.
 
         The state is the same on every rank except ``rank``, so any rank's copy resumes all of them."""
         return {"version": _STATE_VERSION, "epoch": self._epoch, "batch": self._next_batch, "seed": self.seed,
@@ -312,6 +320,7 @@ class Loader(Closing):
         self._plan_cache = None
         self._epoch = epoch
         self._next_batch = batch
+        self._resume = True
 
     # -- planning (pure) ---------------------------------------------------------------------------------------
     def _plan(self, epoch: int) -> EpochPlan:
@@ -332,27 +341,54 @@ class Loader(Closing):
 
     # -- iteration ---------------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
+        """One pass over the current epoch, like iterating a torch DataLoader: each ``iter()`` starts at the
+        epoch's first batch, except right after :meth:`load_state_dict`, which resumes at the saved batch. A
+        completed pass moves the loader to the next epoch. Only one pass runs at a time: a second iterator
+        started while another is suspended mid-epoch raises (close the first, e.g. ``it.close()``)."""
+        self._check_process()
+        start = self._next_batch if self._resume else 0
         with self._lock:
             if self._active is not None:
-                self._active.close()
-            run = Epoch(self, self._epoch, self._next_batch)
+                raise RuntimeError("this Loader is already being iterated by another iterator that has not "
+                                   "finished; break out of its loop or call its close() first, or use a "
+                                   "second Loader for a second stream of batches")
+            self._resume = False
+            self._next_batch = start
+            run = Epoch(self, self._epoch, start)
             self._active = run
         try:
             for b, batch in run:
                 self._next_batch = b + 1
                 yield batch
-            self._next_batch = 0  # the epoch is complete; the same epoch again starts from its beginning
+            self._next_batch = 0  # the epoch is complete: the next pass (and state) is the next epoch
             if self._resplit.pop(run.epoch, None):
                 self._plan_cache = None
+            self._epoch = run.epoch + 1
         finally:
             run.close()
             with self._lock:
                 if self._active is run:
                     self._active = None
 
+    def _check_process(self) -> None:
+        """In a process forked from the one that made this Loader, start afresh: the parent's threads do not
+        exist here and its locks may be held forever. CUDA cannot be used after a fork at all."""
+        if os.getpid() == self._pid:
+            return
+        if self.device.type == "cuda":
+            raise RuntimeError("this Loader (device=cuda) was created before this process was forked; CUDA cannot "
+                               "be used in a forked child: create the Loader in the child, or start processes "
+                               "with the 'spawn' method")
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._active = None  # its threads live in the parent only
+        self._ring = self._buffers = None
+        self.source.after_fork()
+
     def close(self) -> None:
         """Stop and join every thread of an iteration in progress (also done by break, errors and GC), and
         free the batch slots and read buffers (a later iteration allocates them again)."""
+        self._check_process()
         with self._lock:
             run, self._active = self._active, None
         if run is not None:

@@ -157,5 +157,9 @@ class RecordSource(Closing):
         """A bounded set of open ``files`` for large span reads (sources with ``spans``)."""
         return OpenFiles(self.files, direct=direct, advice=advice)
 
+    def after_fork(self) -> None:
+        """Called in a forked child before the source is used there: forget open files and locks inherited
+        from the parent (whose threads may have held them) without touching the parent's state."""
+
     def close(self) -> None:
         """Release open files and maps; reading again reopens them."""

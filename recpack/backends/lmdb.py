@@ -80,6 +80,17 @@ _ENVS: dict[str, tuple[Any, int]] = {}
 _ENVS_LOCK = threading.Lock()
 
 
+def _forget_envs() -> None:
+    """In a forked child: LMDB environments must not be used across a fork; forget the parent's."""
+    global _ENVS_LOCK
+    _ENVS.clear()
+    _ENVS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_envs)
+
+
 def _open_shared(folder: str) -> Any:
     key = os.path.realpath(folder)
     with _ENVS_LOCK:
@@ -276,6 +287,9 @@ class LmdbSource(RecordSource):
         size = os.path.getsize(self.db_path)
         return {"backend": self.kind, "format_version": m.format_version, "created_by": m.created_by,
                 "bytes": size, "pack": m.pack, "files": [{"name": LMDB_FILE, "records": m.records, "bytes": size}]}
+
+    def after_fork(self) -> None:
+        self.env = None  # the parent's environment: reopened here on demand (_ENVS was reset at the fork)
 
     def close(self) -> None:
         if self.env is not None:

@@ -172,6 +172,10 @@ class ShardSource(RecordSource):
                 "bytes": m.total_bytes, "pack": m.pack,
                 "files": [{"name": e.name, "records": e.records, "bytes": e.bytes} for e in m.shards]}
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._files.after_fork()
+
     def close(self) -> None:
         self._files.close()
 
