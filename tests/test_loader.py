@@ -373,29 +373,6 @@ def test_two_processes_on_gloo(dataset: Path, tmp_path: Path) -> None:
     assert res[0]["ids"]["0"] != res[0]["ids"]["1"]
 
 
-def test_loader_dataset_with_torch_dataloader(dataset: Path) -> None:
-    from torch.utils.data import DataLoader
-
-    from recpack.torchdata import LoaderDataset
-
-    with recpack.open(dataset) as ds:
-        all_labels = sorted(ds[i].label for i in range(len(ds)))
-    for workers in (0, 2):
-        lds = LoaderDataset(dataset, size=24, seed=1, order="shard_shuffle", transform="val")
-        lds.set_epoch(1)
-        dl = DataLoader(lds, batch_size=8, num_workers=workers)
-        xs, ys = zip(*dl)
-        x, y = torch.cat(xs), torch.cat(ys)
-        assert x.shape[1:] == (3, 24, 24) and x.dtype == torch.uint8
-        # every sample once, plus at most workers - 1 repeated to even out the worker shares
-        from collections import Counter
-
-        extra = Counter(y.tolist())
-        extra.subtract(Counter(all_labels))
-        assert min(extra.values()) >= 0 and sum(extra.values()) <= max(0, workers - 1)
-    assert len(lds) == 47
-
-
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
