@@ -68,7 +68,7 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 out = {"what": what, "records": n, "seconds": seconds, "rss_delta": after - before,
        "peak_delta": max(peak - before, after - before)}
 if what == "loader":
-    layout = obj.layout
+    layout = Layout(obj.table.starts)
     for name, fn in ORDERS.items():
         fn(layout, 0, 0, **obj.order_kw)
         times = []
