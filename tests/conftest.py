@@ -1,11 +1,15 @@
 """Shared fixtures: small real-looking JPEG folders, bad inputs with their expected reasons, and
-valid-but-unusual images (alpha, 16-bit, palette, CMYK, grayscale, EXIF-rotated, progressive, WebP)."""
+valid-but-unusual images (alpha, 16-bit, palette, CMYK, grayscale, EXIF-rotated, progressive, WebP).
+
+Shared helpers that are not fixtures (fault injection, kill and soak campaigns, a synthetic-dataset writer,
+leak checks) are modules in tests/campaigns/, imported as ``campaigns.<name>``."""
 
 from __future__ import annotations
 
 import io
 import os
 import struct
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,11 @@ import pytest
 from PIL import Image, features
 
 from recpack.synth import make_image
+
+# tests import the shared test tooling as `campaigns.<name>` (tests/campaigns/), whatever pytest's import mode
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 TINY_SIZES = [(96, 72), (128, 96), (160, 120), (120, 90), (72, 96), (100, 100), (150, 100), (90, 135)]
 

@@ -19,11 +19,17 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=":0", silence_logs=40) as c:  # any free port
-        with distributed.Client(c) as client:
-            yield c, client
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import dask
+
+    # scheduler, nannies and workers keep lock files under here, not in TMPDIR/dask-scratch-space (left behind)
+    scratch = str(tmp_path_factory.mktemp("dask-scratch"))
+    with dask.config.set({"temporary-directory": scratch}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                      dashboard_address=":0", silence_logs=40,  # any free port
+                                      local_directory=scratch) as c:
+            with distributed.Client(c) as client:
+                yield c, client
 
 
 @pytest.fixture(scope="module")

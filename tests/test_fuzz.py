@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
@@ -51,11 +50,18 @@ MXDATA = Path(__file__).parent / "data" / "mxnet"
 # A real record and a real shard to mutate (built once, at import: no fixtures inside @given).
 _RECORD = encode_record({"key": "cat/cat_00.jpg", "label": 3, "size": [4, 3], "format": "JPEG", "mode": "RGB"},
                         b"\xff\xd8\xff\xe0" + bytes(range(200)) + b"\xff\xd9")
-_TMP = Path(tempfile.mkdtemp(prefix="recpack-fuzz-"))
-make_image_folder(_TMP / "src", 6, classes=2, size=(32, 24), seed=1)
-pack(_TMP / "src", _TMP / "ds", PackOptions(num_shards=1, workers=0, progress=False, fsync=False))
-_SHARD = (_TMP / "ds" / "shard-00000.rpk").read_bytes()
-_MANIFEST = (_TMP / "ds" / "index.json").read_bytes()
+
+
+def _packed_shard() -> tuple[bytes, bytes]:
+    """The bytes of a one-shard pack of 6 small JPEGs and of its manifest (the folder is removed again)."""
+    with tempfile.TemporaryDirectory(prefix="recpack-fuzz-") as d:
+        tmp = Path(d)
+        make_image_folder(tmp / "src", 6, classes=2, size=(32, 24), seed=1)
+        pack(tmp / "src", tmp / "ds", PackOptions(num_shards=1, workers=0, progress=False, fsync=False))
+        return (tmp / "ds" / "shard-00000.rpk").read_bytes(), (tmp / "ds" / "index.json").read_bytes()
+
+
+_SHARD, _MANIFEST = _packed_shard()
 
 
 @contextmanager
@@ -209,7 +215,7 @@ def manifests(draw: Callable[..., Any]) -> bytes:
 def test_manifest_parser(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
         Path(d, "index.json").write_bytes(data)
-        shutil.copy(_TMP / "ds" / "shard-00000.rpk", d)
+        Path(d, "shard-00000.rpk").write_bytes(_SHARD)
         with only_recpack_errors():
             read_manifest(d)
             with recpack.open(d) as ds:
@@ -264,11 +270,15 @@ def test_rec_readers_on_mutated_files(rec: bytes, idx: bytes | None) -> None:
             verify(path)
 
 
-def test_the_fuzz_inputs_are_real() -> None:
+def test_the_fuzz_inputs_are_real(tmp_path: Path) -> None:
     """The mutated bases parse when intact, so mutations reach deep into the parsers."""
     parse_record(memoryview(_RECORD), "s.rpk", DATA_OFFSET)
     assert unpack_header(_SHARD[:64], "s.rpk", len(_SHARD)).record_count == 6
-    assert read_manifest(_TMP / "ds").records == 6
+    (tmp_path / "index.json").write_bytes(_MANIFEST)
+    (tmp_path / "shard-00000.rpk").write_bytes(_SHARD)
+    assert read_manifest(tmp_path).records == 6
+    with recpack.open(tmp_path) as ds:
+        assert len(list(ds)) == 6
     with pytest.raises(FormatError):
         unpack_header(b"\x00" * 64, "s.rpk", 64)
 

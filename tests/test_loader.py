@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gc
-import os
 import subprocess
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 import torch
 
 import recpack
+from campaigns.leaks import open_fds, recpack_threads, rss_bytes, wait_no_threads
 from recpack.errors import CorruptRecord, DecodeError
 from recpack.loader import Loader
 from recpack.pack import PackOptions, pack
@@ -31,17 +30,6 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_image_folder(base / "src", 47, classes=4, size=(80, 60), seed=3)
     pack(base / "src", base / "ds", PackOptions(num_shards=3, workers=0, progress=False, fsync=False))
     return base / "ds"
-
-
-def recpack_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("recpack")]
-
-
-def wait_no_threads(timeout: float = 1.0) -> list[threading.Thread]:
-    deadline = time.monotonic() + timeout
-    while recpack_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return recpack_threads()
 
 
 def epoch_batches(loader: Loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -304,21 +292,6 @@ def test_error_in_reader_thread_reaches_the_consumer(dataset: Path, tmp_path: Pa
     assert not wait_no_threads()
 
 
-def _fds() -> int:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return 0
-
-
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
-
-
 def test_stress_open_iterate_break_close_1000_times(dataset: Path) -> None:
     def once(i: int) -> None:
         loader = Loader(dataset, order=("shard_shuffle", "random", "sequential")[i % 3], **SMALL)
@@ -330,14 +303,14 @@ def test_stress_open_iterate_break_close_1000_times(dataset: Path) -> None:
     for i in range(30):  # warm up allocator, imports, caches
         once(i)
     gc.collect()
-    fds, rss, threads = _fds(), _rss(), threading.active_count()
+    fds, rss, threads = open_fds(), rss_bytes(), threading.active_count()
     for i in range(1000):
         once(i)
     gc.collect()
     assert not wait_no_threads()
     assert threading.active_count() <= threads
-    assert _fds() <= fds
-    assert _rss() - rss < 64 << 20, f"RSS grew by {(_rss() - rss) >> 20} MiB"
+    assert open_fds() <= fds
+    assert rss_bytes() - rss < 64 << 20, f"RSS grew by {(rss_bytes() - rss) >> 20} MiB"
 
 
 def test_order_auto_says_what_it_picked(dataset: Path) -> None:
@@ -403,29 +376,6 @@ def test_two_processes_on_gloo(dataset: Path, tmp_path: Path) -> None:
     assert res[0]["ids"]["0"] != res[0]["ids"]["1"]
 
 
-def test_loader_dataset_with_torch_dataloader(dataset: Path) -> None:
-    from torch.utils.data import DataLoader
-
-    from recpack.torchdata import LoaderDataset
-
-    with recpack.open(dataset) as ds:
-        all_labels = sorted(ds[i].label for i in range(len(ds)))
-    for workers in (0, 2):
-        lds = LoaderDataset(dataset, size=24, seed=1, order="shard_shuffle", transform="val")
-        lds.set_epoch(1)
-        dl = DataLoader(lds, batch_size=8, num_workers=workers)
-        xs, ys = zip(*dl)
-        x, y = torch.cat(xs), torch.cat(ys)
-        assert x.shape[1:] == (3, 24, 24) and x.dtype == torch.uint8
-        # every sample once, plus at most workers - 1 repeated to even out the worker shares
-        from collections import Counter
-
-        extra = Counter(y.tolist())
-        extra.subtract(Counter(all_labels))
-        assert min(extra.values()) >= 0 and sum(extra.values()) <= max(0, workers - 1)
-    assert len(lds) == 47
-
-
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -462,14 +412,14 @@ def test_memory_is_flat_across_epochs(dataset: Path) -> None:
         for _ in loader:
             pass
     gc.collect()
-    rss, fds = _rss(), _fds()
+    rss, fds = rss_bytes(), open_fds()
     for epoch in range(3, 23):
         loader.set_epoch(epoch)
         for _ in loader:
             pass
     gc.collect()
-    assert _fds() <= fds and not wait_no_threads()
-    assert _rss() - rss < 16 << 20, f"RSS grew by {(_rss() - rss) >> 20} MiB over 20 epochs"
+    assert open_fds() <= fds and not wait_no_threads()
+    assert rss_bytes() - rss < 16 << 20, f"RSS grew by {(rss_bytes() - rss) >> 20} MiB over 20 epochs"
 
 
 def test_direct_io_reads_the_same_bytes(dataset: Path) -> None:

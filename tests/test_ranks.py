@@ -4,7 +4,6 @@ world size is exact, and resuming with another world size finishes the epoch wit
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from campaigns.synthetic import write_synthetic
 from recpack.order import ORDERS, Layout, rank_remaining, rank_share
 
 N, PER_SHARD, BATCH = 1_003, 100, 16  # 1,003 = 4 x 250 + 3: padding on 2 and 4 ranks
@@ -84,20 +84,10 @@ dist.destroy_process_group()
 """
 
 
-def _write_dataset(path: Path) -> None:
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    spec = importlib.util.spec_from_file_location("recpack_bench_scale", bench / "scale.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.write_synthetic(path, N, per_shard=PER_SHARD, payload=16)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ranks") / "ds"
-    _write_dataset(path)
+    write_synthetic(path, N, per_shard=PER_SHARD, payload=16)
     return path
 
 

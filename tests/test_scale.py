@@ -1,36 +1,24 @@
-"""benchmarks/scale.py's synthetic writer produces a valid dataset, and the loader's table stays small."""
+"""campaigns/synthetic.py's writer (benchmarks/scale.py builds its 14M-record dataset with it) produces a valid
+dataset, and the loader's table stays small."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
 
 import recpack
+from campaigns.synthetic import Recipe, payload_bytes, record_meta, write_synthetic
 from recpack.cli import cli
 from recpack.format import encode_record
 from recpack.loader import Loader
 from recpack.order import ORDERS, Layout
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
-
-
-def _scale():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(_PATH.parent))
-    spec = importlib.util.spec_from_file_location("recpack_bench_scale", _PATH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def test_synthetic_dataset_is_valid_and_exact(tmp_path: Path) -> None:
-    scale = _scale()
     ds_path = tmp_path / "ds"
-    scale.write_synthetic(ds_path, 10_000, per_shard=2_800, payload=32)
+    write_synthetic(ds_path, 10_000, per_shard=2_800, payload=32)
     res = CliRunner().invoke(cli, ["verify", str(ds_path)])
     assert res.exit_code == 0, res.output
     with recpack.open(ds_path) as ds:
@@ -40,14 +28,13 @@ def test_synthetic_dataset_is_valid_and_exact(tmp_path: Path) -> None:
             assert rec.key == f"img/{i:08d}.jpg" and rec.label == i % 100
         # the bytes are exactly what the normal record encoder writes
         ids = np.array([0, 7, 2_801, 9_999])
-        recs = scale._Recipe(32).records(ids)
+        recs = Recipe(32).records(ids)
         for i, row in zip(ids.tolist(), recs):
-            assert bytes(row) == encode_record(scale._meta(i), scale._payload(32))
+            assert bytes(row) == encode_record(record_meta(i), payload_bytes(32))
 
 
 def test_loader_table_is_flat_arrays_of_31_bytes_per_record(tmp_path: Path) -> None:
-    scale = _scale()
-    scale.write_synthetic(tmp_path / "ds", 10_000, per_shard=1_000, payload=16)
+    write_synthetic(tmp_path / "ds", 10_000, per_shard=1_000, payload=16)
     loader = Loader(tmp_path / "ds", batch_size=256, order="random", decode=False, transform=None, device="cpu")
     t = loader.table
     per_record = sum(a.nbytes for a in (t.shard, t.offset, t.length, t.label, t.width, t.height, t.flags)) / t.n
