@@ -73,7 +73,8 @@ class CorruptShard(FormatError):
 class CorruptRecord(FormatError):
     """One record is damaged. ``shard``, ``offset`` and ``key`` (when readable) say which."""
 
-    def __init__(self, message: str, shard: str, offset: int, key: str | None = None) -> None:
+    def __init__(self, message: str, shard: str | None = None, offset: int | None = None,
+                 key: str | None = None) -> None:
         super().__init__(message, path=shard, offset=offset)
         self.args = (message, shard, offset, key)
         self.shard = shard

@@ -155,6 +155,7 @@ class Loader(Closing):
         self._epoch = 0
         self._next_batch = 0  # the next batch to deliver (what state_dict reports)
         self._resume = False  # load_state_dict ran: the next iteration starts at _next_batch, not at 0
+        self._whole_batches = cfg.drop_last  # drop_last also drops the last partial batch (not in LoaderDataset)
         self._pid = os.getpid()
         self._plan_cache: EpochPlan | None = None
         # epoch -> [(world_size, ids read per rank)] of earlier world sizes this epoch was resumed from
@@ -249,7 +250,7 @@ class Loader(Closing):
         if self._resplit.get(self._epoch):
             return math.ceil(len(self._plan(self._epoch).share) / self.batch_size)
         k = self.per_rank
-        return k // self.batch_size if self.drop_last else math.ceil(k / self.batch_size)
+        return k // self.batch_size if self._whole_batches else math.ceil(k / self.batch_size)
 
     @property
     def _slot_batch(self) -> int:
@@ -328,7 +329,8 @@ class Loader(Closing):
         plan = self._plan_cache
         if plan is None or plan.epoch != epoch:
             plan = plan_epoch(self.table, self.order, self.seed, epoch, self.order_kw, self.rank, self.world_size,
-                              self.drop_last, self.batch_size, self._resplit.get(epoch, []), self.segment_bytes)
+                              self.drop_last, self.batch_size, self._resplit.get(epoch, []), self.segment_bytes,
+                              whole_batches=self._whole_batches)
             self._plan_cache = plan
         return plan
 

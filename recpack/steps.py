@@ -102,16 +102,16 @@ class EpochPlan:
 
 
 def plan_epoch(table: Table, order: str, seed: int, epoch: int, order_kw: dict[str, int], rank: int, world: int,
-               drop_last: bool, batch_size: int, resplit: Sequence[tuple[int, int]], segment_bytes: int
-               ) -> EpochPlan:
+               drop_last: bool, batch_size: int, resplit: Sequence[tuple[int, int]], segment_bytes: int,
+               whole_batches: bool | None = None) -> EpochPlan:
     """The epoch's order (:data:`recpack.order.ORDERS`), minus what ranks of earlier world sizes already read
     this epoch (``resplit``: (world size, ids read per rank) pairs from resumed states), this rank's share of
-    it, trimmed to whole batches with ``drop_last``, and its read segments."""
+    it, trimmed to whole batches with ``whole_batches`` (default: ``drop_last``), and its read segments."""
     ids = ORDERS[order](Layout(table.starts), seed, epoch, **order_kw)
     for old_world, done in resplit:
         ids = rank_remaining(ids, old_world, done, drop_last=drop_last)
     share = rank_share(ids, rank, world, epoch, drop_last=drop_last)
-    if drop_last:
+    if drop_last if whole_batches is None else whole_batches:
         share = share[:len(share) // batch_size * batch_size]
     return EpochPlan(epoch, share, plan_segments(share, table, segment_bytes))
 

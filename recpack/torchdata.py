@@ -54,22 +54,31 @@ class LoaderDataset(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
                                        "size": size, "drop_last": drop_last, "on_error": on_error}
         self.chunk = chunk
         self.epoch = 0
-        if order == "auto":  # decide once here, so every worker uses the same order
+        self._passes = 0  # passes since the last set_epoch (in this process: a worker counts its own)
+        if order in ("auto", "shard_shuffle"):
+            # decide once here, from one device probe, so that every worker and every epoch use the same order
+            # and run length (a probe per worker or per epoch could measure differently under load)
             probe = Loader(self.path, batch_size=1, device="cpu", rank=0, world_size=1,
                            **{k: v for k, v in self.kwargs.items() if k != "drop_last"})
             self.kwargs["order"] = probe.order
+            self.kwargs["run"] = probe.order_kw["run"]
             probe.close()
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch; DataLoader re-creates its workers each epoch, so they see it."""
+        """Select the epoch. Workers see it when DataLoader creates them (each epoch, by default); persistent
+        workers (``persistent_workers=True``) never see later calls, so each worker moves to the next epoch
+        itself after every pass: the epoch of a pass is the last epoch set plus the passes since then."""
         self.epoch = int(epoch)
+        self._passes = 0
 
     def _worker_loader(self) -> Loader:
         info = get_worker_info()
         workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
         loader = Loader(self.path, batch_size=self.chunk, device="cpu", threads=1, prefetch=1,
                         rank=self.rank * workers + wid, world_size=self.world_size * workers, **self.kwargs)
-        loader.set_epoch(self.epoch)
+        loader._whole_batches = False  # drop_last drops the uneven remainder across workers, not partial chunks
+        loader.set_epoch(self.epoch + self._passes)
+        self._passes += 1
         return loader
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -68,7 +68,7 @@ def samples(dl: DataLoader) -> list[tuple[torch.Tensor, torch.Tensor]]:  # type:
 
 
 def make(path: Path, **kw: object) -> LoaderDataset:
-    """order="random": shard_shuffle's order depends on a timed device probe (see the xfail below)."""
+    """order="random" (shard_shuffle's run length comes from a device probe, taken once per LoaderDataset)."""
     kw = {"size": SIZE, "seed": 1, "order": "random", "transform": "val", **kw}
     return LoaderDataset(path, **kw)  # type: ignore[arg-type,unused-ignore]
 
@@ -116,9 +116,6 @@ def test_uneven_worker_shares_repeat_one_record(tiny_jpegs: Path, tmp_path: Path
     assert set(got) == set(range(23)) and len(got) == 24  # one record repeated as padding
 
 
-@pytest.mark.xfail(strict=True, reason="not filed yet: LoaderDataset passes drop_last to each worker's Loader, "
-                                        "whose batches are `chunk` (32) samples, so it also drops every worker's "
-                                        "last partial chunk (here: every sample)")
 def test_drop_last_drops_only_the_uneven_remainder(dataset: Path) -> None:
     rec = Records(dataset)
     kept = [rec.ids(samples(DataLoader(make(dataset, rank=r, world_size=5, drop_last=True), batch_size=8)))
@@ -127,8 +124,6 @@ def test_drop_last_drops_only_the_uneven_remainder(dataset: Path) -> None:
     assert [len(k) for k in kept] == [4] * 5 and len({i for k in kept for i in k}) == 20
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: with persistent_workers=True, set_epoch never reaches the "
-                                        "workers, so every epoch repeats epoch 0's order")
 def test_set_epoch_reaches_persistent_workers(dataset: Path) -> None:
     rec = Records(dataset)
     lds = make(dataset)
@@ -170,21 +165,21 @@ def test_workers_agree_on_the_order_whatever_their_device_probes(dataset: Path,
     assert sorted(got) == list(range(24)), Counter(got)
 
 
-@pytest.mark.xfail(strict=True, reason="not filed yet: with world_size 1, each epoch's Loader probes the device "
-                                        "again and the probe sets shard_shuffle's run length, so the same "
-                                        "(seed, epoch) can give another order when the load changes")
 def test_an_epoch_order_does_not_depend_on_the_device_probe(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
     def slow() -> bool:
         calls.append(1)
-        return len(calls) > 1  # the first epoch's probe was quick, the second one ran during a burst of load
+        return len(calls) > 1  # a second probe would run during a burst of load and see an HDD
 
     rec = Records(dataset)
     _probes(monkeypatch, slow)
     lds = make(dataset, order="shard_shuffle")
-    first, again = (rec.ids(samples(DataLoader(lds, batch_size=4))) for _ in range(2))
-    assert len(calls) == 2 and first == again
+    passes = []
+    for _ in range(2):
+        lds.set_epoch(0)
+        passes.append(rec.ids(samples(DataLoader(lds, batch_size=4))))
+    assert len(calls) == 1 and passes[0] == passes[1]  # one probe, in __init__, decides for every epoch
 
 
 def _damage_one_record(path: Path) -> str:
@@ -228,9 +223,6 @@ def test_a_damaged_record_stops_the_epoch_with_its_error(dataset: Path, tmp_path
     assert not wait_no_threads()
 
 
-@pytest.mark.xfail(strict=True, reason="not filed yet: CorruptRecord needs shard and offset arguments, so "
-                                        "DataLoader cannot rebuild it from a worker's message and raises a "
-                                        "RuntimeError instead; `except recpack.RecpackError` misses it")
 def test_a_damaged_record_in_a_worker_is_still_a_recpack_error(dataset: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(dataset, bad)
