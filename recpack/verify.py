@@ -13,6 +13,7 @@ import os
 from .backends import Problem, VerifyResult, open_source
 from .decode import decode_rgb
 from .errors import FormatError, ManifestError
+from .index import read_manifest
 
 __all__ = ["VerifyResult", "Problem", "verify"]
 
@@ -26,6 +27,10 @@ def verify(path: str | os.PathLike[str], decode: bool = False, progress: bool = 
         raise
     except FormatError as exc:  # the dataset cannot even be opened: that is the finding
         result = VerifyResult(os.fspath(path))
+        try:
+            result.expected = read_manifest(path).records
+        except ManifestError:
+            pass
         result.problems.append(Problem(os.path.basename(exc.path or os.fspath(path)), exc.offset or 0, None,
                                        exc.message))
         return result

@@ -227,3 +227,31 @@ def test_verify_and_inspect_rec(tmp_path: Path) -> None:
     stale = tmp_path / "indexed.idx"
     shutil.copy(DATA / "indexed.idx", stale)  # offsets no longer all match the damaged file's records
     assert not verify(path).ok
+
+
+def test_an_idx_that_does_not_match_gets_one_verdict(tmp_path: Path) -> None:
+    """An .idx listing only some records of its .rec: len, iteration, the Loader, convert and verify agree
+    that the index does not match (nothing silently reads more, or fewer, records than len says)."""
+    import shutil
+    import warnings
+
+    import recpack
+    from recpack.convert import convert
+    from recpack.errors import CorruptRecord, PackError
+    from recpack.verify import verify
+
+    shutil.copy(DATA / "indexed.rec", tmp_path / "d.rec")
+    lines = (DATA / "indexed.idx").read_text().splitlines()
+    (tmp_path / "d.idx").write_text("\n".join(lines[:-2]) + "\n")  # the last two records left out
+    with recpack.open(tmp_path / "d.rec") as ds:
+        assert len(ds) == len(lines) - 2
+        with pytest.raises(CorruptRecord, match="not in the .idx"):
+            list(ds)
+    with recpack.open(tmp_path / "d.rec", on_error="skip") as ds, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert len(list(ds)) == len(ds) and ds.stats["skipped"] == 0
+    with pytest.raises(CorruptRecord, match="does not belong to this .rec"):
+        recpack.Loader(tmp_path / "d.rec", batch_size=2, size=16, device="cpu")
+    with pytest.raises(PackError, match="does not belong to this .rec"):
+        convert(tmp_path / "d.rec", tmp_path / "out", recpack.PackOptions(workers=0, progress=False))
+    assert not verify(tmp_path / "d.rec").ok

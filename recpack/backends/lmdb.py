@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import CorruptRecord, FormatError, FormatVersionError
+from ..fileio import open_readonly
 from ..crc import crc32c
 from ..format import FORMAT_VERSION, MAX_DATA_BYTES, MAX_META_BYTES, TABLE_DTYPE, table_row
 from ..index import Manifest
@@ -96,9 +97,32 @@ def _open_shared(folder: str) -> Any:
     with _ENVS_LOCK:
         env, refs = _ENVS.get(key, (None, 0))
         if env is None:
-            env = lmdb.open(folder, readonly=True, lock=False, subdir=True, readahead=False, max_readers=512)
+            env = _open_checked(folder)
         _ENVS[key] = (env, refs + 1)
         return env
+
+
+def _open_checked(folder: str) -> Any:
+    """Open ``folder/data.mdb`` read-only, refusing a file that is not a whole LMDB database. LMDB maps the
+    file into memory, so reading a page past the end of a truncated file would kill the process with SIGBUS:
+    the file must hold every page up to the last one the database uses before anything is read."""
+    path = os.path.join(folder, LMDB_FILE)
+    fd = open_readonly(path)  # refuses a FIFO, folder or device in its place
+    os.close(fd)
+    fix = "restore it from a copy or re-pack with `recpack pack --backend lmdb`"
+    try:
+        env = lmdb.open(folder, readonly=True, lock=False, subdir=True, readahead=False, max_readers=512)
+    except lmdb.Error as exc:
+        raise FormatError(f"not a readable LMDB database ({exc}); {fix}", path) from None
+    try:
+        size, need = os.path.getsize(path), (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    except lmdb.Error as exc:
+        env.close()
+        raise FormatError(f"not a readable LMDB database ({exc}); {fix}", path) from None
+    if size < need:
+        env.close()
+        raise FormatError(f"truncated: {size} bytes, but the database uses {need}; {fix}", path, size)
+    return env
 
 
 def _release_shared(folder: str) -> None:
@@ -217,13 +241,19 @@ class LmdbSource(RecordSource):
         self.env = _open_shared(folder)
         self._folder = folder
         try:
-            with self.env.begin(buffers=False) as txn:
-                meta_raw = txn.get(_META)
-                table_raw = txn.get(_TABLE)
+            try:
+                with self.env.begin(buffers=False) as txn:
+                    meta_raw = txn.get(_META)
+                    table_raw = txn.get(_TABLE)
+            except lmdb.Error as exc:
+                raise FormatError(f"not a readable LMDB database ({exc}); re-pack", path) from None
             if meta_raw is None or table_raw is None:
                 raise FormatError("not a finished recpack LMDB database (no __recpack__ key); re-run "
                                   "`recpack pack --backend lmdb`", path)
-            meta = msgpack.unpackb(meta_raw, raw=False)
+            try:
+                meta = msgpack.unpackb(meta_raw, raw=False)
+            except Exception as exc:  # msgpack raises several unrelated types on garbage
+                raise FormatError(f"the __recpack__ key is not valid msgpack ({exc}); re-pack", path) from None
             if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
                 raise FormatVersionError(f"format v{meta.get('format_version') if isinstance(meta, dict) else '?'}"
                                          f", this recpack reads v{FORMAT_VERSION}", path)
@@ -244,11 +274,14 @@ class LmdbSource(RecordSource):
     def record(self, i: int) -> Record:
         if self.env is None:  # closed: reopen on demand, like the shard backend's files
             self.env = _open_shared(self._folder)
-        with self.env.begin(buffers=True) as txn:
-            buf = txn.get(record_key(i))
-            if buf is None:
-                raise CorruptRecord(f"record {i} is missing from the database", self.db_path, i)
-            return decode_value(buf, self.db_path, i)
+        try:
+            with self.env.begin(buffers=True) as txn:
+                buf = txn.get(record_key(i))
+                if buf is None:
+                    raise CorruptRecord(f"record {i} is missing from the database", self.db_path, i)
+                return decode_value(buf, self.db_path, i)
+        except lmdb.Error as exc:
+            raise CorruptRecord(f"the database cannot be read here ({exc})", self.db_path, i) from None
 
     def where(self, i: int) -> tuple[str, int]:
         return LMDB_FILE, i

@@ -152,16 +152,28 @@ class RecSource(RecordSource):
         return memoryview(parse_payload(payload, self.path, offset)[1])
 
     def scan(self) -> Iterator[tuple[int, Record] | tuple[None, Damage]]:
+        """Every record in file order. With an .idx, only what it lists is delivered (so ``len`` and
+        iteration agree): a record it does not list is reported (damage of 0 records: it is not part of the
+        dataset), and entries it lists that the scan does not find are counted at the end."""
         index = {off: i for i, off in enumerate(self.rec.offsets.tolist())}
+        delivered = damaged = 0
         for offset, item in self.rec.iter_sequential():
             if isinstance(item, CorruptRecord):
+                damaged += 1
                 yield None, Damage(item)
+                continue
+            i = index.get(offset)
+            if i is None:
+                yield None, Damage(CorruptRecord("record is not in the .idx, so the .idx does not match the .rec; "
+                                                 "regenerate the .idx or delete it (the .rec is then scanned)",
+                                                 self.path, offset, item.key), 0)
             else:
-                i = index.get(offset)
-                if i is None:
-                    yield None, Damage(CorruptRecord("record is not in the .idx", self.path, offset, item.key))
-                else:
-                    yield i, item
+                delivered += 1
+                yield i, item
+        missing = len(self) - delivered - damaged
+        if missing > 0:
+            yield None, Damage(CorruptRecord(f"{missing} records the .idx lists were not found in the .rec; "
+                                             "regenerate the .idx or delete it", self.path, 0), missing)
 
     def verify(self, decode: Decoder | None = None, progress: bool = False) -> VerifyResult:
         return verify_rec(self.path, decode, progress)
