@@ -39,8 +39,8 @@ from PIL import Image
 
 from .errors import DecodeError
 
-__all__ = ["REDUCTIONS", "available_decoders", "decode_crop", "decode_rgb", "image_size",
-           "pick_reduction", "region_decoder"]
+__all__ = ["MAX_PIXELS", "REDUCTIONS", "available_decoders", "decode_crop", "decode_rgb", "image_size",
+           "pick_reduction", "plausible_size", "region_decoder"]
 
 #: DCT-domain size reductions used, largest first: a JPEG decoded at 1/d is ceil(W/d) x ceil(H/d).
 REDUCTIONS = (8, 4, 2, 1)
@@ -117,14 +117,45 @@ def available_decoders() -> list[str]:
     return list(_DECODERS)
 
 
+#: Images claiming more pixels than this are refused everywhere (pack's checks, verify, the Loader): Pillow's
+#: decompression-bomb error threshold, 2 x ``PIL.Image.MAX_IMAGE_PIXELS``.
+MAX_PIXELS = 178_956_970
+
+
+def plausible_size(nbytes: int, width: int, height: int, is_jpeg: bool) -> str | None:
+    """Why an image of ``nbytes`` bytes cannot really be ``width`` x ``height`` pixels, or None.
+
+    More than :data:`MAX_PIXELS` is a decompression bomb. A JPEG codes every 8x8 block of its luma plane with
+    at least one bit (baseline and progressive alike: a DC difference and an end-of-block code each take at
+    least one), so one with fewer than blocks / 8 bytes has had its data cut off, whatever its header
+    claims; decoding it would only allocate the claimed size and fill it with gray."""
+    if width * height > MAX_PIXELS:
+        return f"decompression bomb: {width}x{height} pixels (more than {MAX_PIXELS:,})"
+    if is_jpeg and nbytes * 8 < (-(-width // 8)) * (-(-height // 8)):
+        return f"truncated JPEG: {nbytes} bytes cannot hold the {width}x{height} pixels its header claims"
+    return None
+
+
+def _checked_size(data: bytes | memoryview) -> tuple[int, int]:
+    """image_size, refusing sizes the bytes cannot hold (DecodeError)."""
+    width, height = image_size(data)
+    why = plausible_size(len(data), width, height, bytes(data[:3]) == b"\xff\xd8\xff")
+    if why is not None:
+        raise DecodeError(why)
+    return width, height
+
+
 def decode_rgb(data: bytes | memoryview, decoder: str | None = None) -> np.ndarray:
     """Decode ``data`` to a writable, C-contiguous (H, W, 3) uint8 RGB array.
 
     Grayscale and CMYK images come out as RGB. EXIF orientation is not applied (the array is the image
     as stored). ``decoder`` names one of :func:`available_decoders` and uses only it; None tries each
-    in order and takes the first that succeeds. Raises DecodeError when the bytes do not decode,
+    in order and takes the first that succeeds, except that a JPEG libjpeg-turbo finds corrupt or truncated
+    is an error, never handed to Pillow (which would fill the missing part with gray). Raises DecodeError
+    when the bytes do not decode or cannot hold the size their header claims (:func:`plausible_size`),
     ValueError for a decoder name that is not available.
     """
+    _checked_size(data)
     return _decode(data, 1, decoder)
 
 
@@ -159,7 +190,7 @@ def decode_crop(data: bytes | memoryview, box: tuple[int, int, int, int], out_si
     x, y, w, h = (int(v) for v in box)
     if w < 1 or h < 1:
         raise ValueError(f"box={box!r}: crop width and height must be >= 1 pixel")
-    width, height = image_size(data)
+    width, height = _checked_size(data)
     if x < 0 or y < 0 or x + w > width or y + h > height:
         raise DecodeError(f"crop box (x={x}, y={y}, w={w}, h={h}) does not fit the {width}x{height} image; "
                           f"crop parameters must be computed from the stored image's size")
@@ -228,6 +259,8 @@ def _decode(data: bytes | memoryview, d: int, decoder: str | None) -> np.ndarray
             return fn(data, d)
         except Exception as e:
             errors.append(f"{name}: {_detail(e)}")
+            if name == "simplejpeg" and _is_damage(e):
+                break  # the JPEG is damaged: the next decoder would only hide it
     raise DecodeError(f"cannot decode {len(data)} bytes as an image ({'; '.join(errors)})")
 
 
@@ -242,6 +275,12 @@ def _decode_checked(data: bytes | memoryview, d: int, decoder: str | None, width
     if got == (height, width):
         return arr, 1
     raise DecodeError(f"decoded size {got[1]}x{got[0]} does not match the header's {width}x{height} at 1/{d}")
+
+
+def _is_damage(e: BaseException) -> bool:
+    """libjpeg's strict-mode errors for damaged data (as opposed to a JPEG variant it cannot read)."""
+    text = str(e)
+    return text.startswith(("Premature end of JPEG file", "Corrupt JPEG data"))
 
 
 def _detail(e: BaseException) -> str:

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import decode as _decode
+from .decode import MAX_PIXELS, plausible_size
 from .errors import BadImage
 
 try:
@@ -71,7 +73,7 @@ class ImageOptions:
     quality: int = 95
     reencode: bool = False
     max_bytes: int = 256 << 20
-    max_pixels: int = 178_956_970
+    max_pixels: int = MAX_PIXELS
     restart_markers: bool = False
 
     def __post_init__(self) -> None:
@@ -148,8 +150,7 @@ def prepare(raw: bytes, opts: ImageOptions) -> PreparedImage:
 
 def restart_markers_available() -> str | None:
     """None when :func:`add_restart_markers` works here, else why not and what to do."""
-    from .decode import _jpegregion  # imported once there, None where the extension was not built
-
+    _jpegregion = _decode._jpegregion  # None where the extension was not built
     if _jpegregion is None:
         return ("restart markers need recpack's C extension (recpack._jpegregion), which was not built: "
                 "install the libjpeg-turbo headers (apt-get install libjpeg-dev; brew install jpeg-turbo) and "
@@ -161,8 +162,7 @@ def add_restart_markers(data: bytes) -> bytes:
     """``data`` (a JPEG) losslessly re-written with a restart marker after every MCU (see
     ``ImageOptions.restart_markers``). Raises RuntimeError with libjpeg's message on bytes libjpeg refuses
     (corrupt data included) and ImportError without the C extension."""
-    from .decode import _jpegregion
-
+    _jpegregion = _decode._jpegregion
     if _jpegregion is None:
         raise ImportError(restart_markers_available())
     out: bytes = _jpegregion.add_restarts(data)
@@ -195,6 +195,8 @@ def _prepare(raw: bytes, opts: ImageOptions) -> PreparedImage:
     if width * height > opts.max_pixels:
         raise BadImage(f"decompression bomb: {width}x{height} pixels")
     is_jpeg = fmt in _JPEG_FORMATS
+    if is_jpeg:
+        _plausible_jpeg(raw, width, height)
     if opts.check == "decode":
         _decode_check(raw, im, is_jpeg)
     if is_jpeg:
@@ -283,6 +285,7 @@ def _pass_through_jpeg(raw: bytes, opts: ImageOptions) -> PreparedImage | None:
         return None
     if width * height > opts.max_pixels:
         raise BadImage(f"decompression bomb: {width}x{height} pixels")
+    _plausible_jpeg(raw, width, height)
     end = len(raw.rstrip(b"\x00")) if raw.endswith(b"\x00") else n
     last = raw.rfind(b"\xff\xd9", max(pos, end - _EOI_SLACK - 2), end)
     if last < 0:
@@ -360,6 +363,14 @@ def _unchecked_size(raw: bytes) -> tuple[int, int] | None:
         except Exception:  # this plugin does not read it (or also refuses): try the next
             continue
     return None
+
+
+def _plausible_jpeg(raw: bytes, width: int, height: int) -> None:
+    """The header check's share of the readers' verdict (:func:`recpack.decode.plausible_size`): a JPEG too
+    small for the size it claims is refused here as it would be by every decoder later."""
+    why = plausible_size(len(raw), width, height, True)
+    if why is not None and why.startswith("truncated"):
+        raise BadImage("truncated JPEG: too few bytes for the size its header claims")
 
 
 def _load(im: Image.Image, is_jpeg: bool) -> None:

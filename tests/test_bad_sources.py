@@ -138,3 +138,27 @@ def test_chmod_000_file_is_unreadable(tmp_path: Path) -> None:
         (src / "locked.jpg").chmod(0o644)
     assert res.records == 1
     assert [(s.key, s.reason.split(":")[0]) for s in res.skipped] == [("locked.jpg", "unreadable")]
+
+
+def test_a_jpeg_too_small_for_its_header_gets_one_verdict_everywhere(tmp_path: Path) -> None:
+    """A ~300-byte JPEG whose header claims 13000x13000: every check that looks at it says it is truncated —
+    pack with either --check, and the decoders verify --decode and the Loader use — instead of some packing
+    it and others filling 169 M pixels with gray."""
+    from conftest import _jpeg, bomb_jpeg
+
+    from recpack import PackOptions, pack
+    from recpack.decode import decode_crop, decode_rgb
+    from recpack.errors import DecodeError
+    from recpack.imaging import ImageOptions
+
+    data = bomb_jpeg(13000, 13000)
+    for fn in (lambda: decode_rgb(data), lambda: decode_crop(data, (0, 0, 224, 224), (224, 224))):
+        with pytest.raises(DecodeError, match="truncated JPEG"):
+            fn()
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "bomb.jpg").write_bytes(data)
+    (tmp_path / "src" / "a" / "ok.jpg").write_bytes(_jpeg())
+    for check in ("header", "decode"):
+        res = pack(tmp_path / "src", tmp_path / f"out-{check}",
+                   PackOptions(workers=0, progress=False, fsync=False, image=ImageOptions(check=check)))
+        assert res.records == 1 and [s.reason.split(":")[0] for s in res.skipped] == ["truncated JPEG"]
