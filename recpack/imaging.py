@@ -285,7 +285,8 @@ def _pass_through_jpeg(raw: bytes, opts: ImageOptions) -> PreparedImage | None:
         return None
     if width * height > opts.max_pixels:
         raise BadImage(f"decompression bomb: {width}x{height} pixels")
-    _plausible_jpeg(raw, width, height)
+    if plausible_size(len(raw), width, height, True) is not None:
+        return None  # the Pillow path decides and names it
     end = len(raw.rstrip(b"\x00")) if raw.endswith(b"\x00") else n
     last = raw.rfind(b"\xff\xd9", max(pos, end - _EOI_SLACK - 2), end)
     if last < 0:
