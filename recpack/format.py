@@ -2,7 +2,7 @@
 
 A shard file (all integers little-endian)::
 
-    offset 0       shard header (64 bytes, HEADER_STRUCT), zero-padded to 4096
+    offset 0       shard header (84 bytes, HEADER_STRUCT), zero-padded to 4096
     offset 4096    records, back to back (DATA_OFFSET, 4096-aligned)
     table_offset   footer table: record_count x TABLE_DTYPE (32 bytes each), 4096-aligned start
     ...            zero padding to a multiple of 4096
@@ -12,9 +12,14 @@ A record::
     +0   u32  RECORD_MAGIC
     +4   u32  meta_len        length of the msgpack metadata map (<= MAX_META_BYTES)
     +8   u64  data_len        length of the stored image bytes (<= MAX_DATA_BYTES)
-    +16  u32  payload_crc     CRC32C of meta || data
-    +20  u32  header_crc      CRC32C of bytes +0..+20, so a corrupt length is never trusted
-    +24  meta (msgpack map), then data (the image bytes, unchanged)
+    +16  u64  position        its identity: shard index << 32 | its index within the shard
+    +24  i64  label           its integer label as in the footer table (-1: none)
+    +32  u32  payload_crc     CRC32C of meta || data
+    +36  u32  header_crc      CRC32C of bytes +0..+36, so a corrupt length or identity is never trusted
+    +40  meta (msgpack map), then data (the image bytes, unchanged)
+
+A reader checks each record's position and label against the footer table (two integer comparisons), so a
+record moved, swapped or copied in from elsewhere is an error, never a sample with another record's label.
 
 Every length read from disk is checked against these bounds and against the file size before anything is
 allocated. Readers check the magic, then the version, then the checksums.
@@ -52,6 +57,9 @@ __all__ = [
     "pack_header",
     "unpack_header",
     "encode_record",
+    "stamp_identity",
+    "record_identity",
+    "position",
     "decode_record_header",
     "split_record",
     "decode_meta",
@@ -61,8 +69,8 @@ __all__ = [
 
 #: First 8 bytes of every shard. The high byte and CR/LF/^Z catch text-mode and 7-bit transfers (as PNG does).
 MAGIC = b"\x89RPK\r\n\x1a\n"
-#: The only shard layout this recpack writes and reads.
-FORMAT_VERSION = 1
+#: The only shard layout this recpack writes and reads (v1 had no record or dataset identity).
+FORMAT_VERSION = 2
 #: Alignment of the data region, the footer table and the file end (O_DIRECT-friendly).
 ALIGN = 4096
 #: Records start here.
@@ -70,15 +78,16 @@ DATA_OFFSET = 4096
 #: Suffix of shard file names.
 SHARD_SUFFIX = ".rpk"
 
-#: magic, version, flags, record_count, data_offset, data_length, table_offset, table_length, table_crc, header_crc
-HEADER_STRUCT = struct.Struct("<8sIIQQQQQII")
-assert HEADER_STRUCT.size == 64
+#: magic, version, flags, record_count, data_offset, data_length, table_offset, table_length, dataset_id,
+#: shard_index, table_crc, header_crc
+HEADER_STRUCT = struct.Struct("<8sIIQQQQQ16sIII")
+assert HEADER_STRUCT.size == 84
 
 RECORD_MAGIC = 0x72_4B_50_52  # b"RPKr" read as little-endian u32
-#: magic, meta_len, data_len, payload_crc, header_crc
-RECORD_HEADER_STRUCT = struct.Struct("<IIQII")
+#: magic, meta_len, data_len, position, label, payload_crc, header_crc
+RECORD_HEADER_STRUCT = struct.Struct("<IIQQqII")
 RECORD_HEADER_SIZE = RECORD_HEADER_STRUCT.size
-assert RECORD_HEADER_SIZE == 24
+assert RECORD_HEADER_SIZE == 40
 
 #: Bounds on lengths read from disk (checked before allocating).
 MAX_META_BYTES = 1 << 16
@@ -110,7 +119,8 @@ def align_up(n: int, align: int = ALIGN) -> int:
 
 @dataclass(frozen=True)
 class ShardHeader:
-    """The decoded 64-byte shard header."""
+    """The decoded 84-byte shard header. ``dataset_id`` (16 bytes, also in index.json) and ``shard_index`` (its
+    place in index.json's list) tie a shard to the one dataset and place it was written for."""
 
     version: int
     flags: int
@@ -120,13 +130,15 @@ class ShardHeader:
     table_offset: int
     table_length: int
     table_crc: int
+    dataset_id: bytes = bytes(16)
+    shard_index: int = 0
 
 
 def pack_header(h: ShardHeader) -> bytes:
-    """Encode ``h`` as the 4096-byte header block (64 bytes of fields, zero padding)."""
+    """Encode ``h`` as the 4096-byte header block (84 bytes of fields, zero padding)."""
     fields = HEADER_STRUCT.pack(
         MAGIC, h.version, h.flags, h.record_count, h.data_offset, h.data_length,
-        h.table_offset, h.table_length, h.table_crc, 0,
+        h.table_offset, h.table_length, h.dataset_id, h.shard_index, h.table_crc, 0,
     )
     fields = fields[:-4] + struct.pack("<I", crc32c(fields[:-4]))
     return fields + bytes(DATA_OFFSET - len(fields))
@@ -137,18 +149,20 @@ def unpack_header(buf: bytes | memoryview, path: str, file_size: int) -> ShardHe
     if len(buf) < HEADER_STRUCT.size:
         if bytes(buf[: len(MAGIC)]) != MAGIC[: len(buf)]:
             raise BadMagic("not a recpack shard (wrong magic number)", path, 0)
-        raise CorruptShard(f"truncated shard: {file_size} bytes, shorter than the 64-byte header; "
+        raise CorruptShard(f"truncated shard: {file_size} bytes, shorter than the 84-byte header; "
                            "re-run `recpack pack` to rewrite it", path, 0)
-    magic, version, flags, count, d_off, d_len, t_off, t_len, t_crc, h_crc = HEADER_STRUCT.unpack_from(buf)
-    if magic != MAGIC:
+    if bytes(buf[:len(MAGIC)]) != MAGIC:
         raise BadMagic("not a recpack shard (wrong magic number)", path, 0)
+    version = struct.unpack_from("<I", buf, 8)[0]
     if version != FORMAT_VERSION:
         raise FormatVersionError(
             f"format v{version}, this recpack reads v{FORMAT_VERSION}; re-pack with `recpack pack` "
             "or use a matching recpack version", path, 8)
+    (_, _, flags, count, d_off, d_len, t_off, t_len, dataset_id, shard_index, t_crc,
+     h_crc) = HEADER_STRUCT.unpack_from(buf)
     if crc32c(bytes(buf[: HEADER_STRUCT.size - 4])) != h_crc:
         raise CorruptShard("header checksum mismatch; the shard is damaged, re-pack it", path, 0)
-    h = ShardHeader(version, flags, count, d_off, d_len, t_off, t_len, t_crc)
+    h = ShardHeader(version, flags, count, d_off, d_len, t_off, t_len, t_crc, dataset_id, shard_index)
     if (d_off != DATA_OFFSET or t_off % ALIGN or t_len != count * TABLE_DTYPE.itemsize
             or d_off + d_len > t_off or t_off + t_len > file_size):
         raise CorruptShard(
@@ -157,8 +171,9 @@ def unpack_header(buf: bytes | memoryview, path: str, file_size: int) -> ShardHe
     return h
 
 
-def encode_record(meta: dict[str, Any], data: bytes | memoryview) -> bytes:
-    """Serialise one record: header, msgpack ``meta``, ``data``. Raises ValueError if a part is too big."""
+def encode_record(meta: dict[str, Any], data: bytes | memoryview, position: int = 0, label: int = -1) -> bytes:
+    """Serialise one record: header, msgpack ``meta``, ``data``. Raises ValueError if a part is too big.
+    The shard writer stamps the record's final ``position`` and ``label`` (:func:`stamp_identity`)."""
     meta_bytes = msgpack.packb(meta, use_bin_type=True)
     if len(meta_bytes) > MAX_META_BYTES:
         raise ValueError(f"record metadata is {len(meta_bytes)} bytes, more than {MAX_META_BYTES}; "
@@ -166,34 +181,52 @@ def encode_record(meta: dict[str, Any], data: bytes | memoryview) -> bytes:
     if len(data) > MAX_DATA_BYTES:
         raise ValueError(f"record data is {len(data)} bytes, more than {MAX_DATA_BYTES}")
     payload_crc = crc32c(data, crc32c(meta_bytes))
-    head = RECORD_HEADER_STRUCT.pack(RECORD_MAGIC, len(meta_bytes), len(data), payload_crc, 0)
-    head = head[:-4] + struct.pack("<I", crc32c(head[:-4]))
+    head = _record_head(len(meta_bytes), len(data), position, label, payload_crc)
     return b"".join((head, meta_bytes, data))
 
 
+def _record_head(meta_len: int, data_len: int, position: int, label: int, payload_crc: int) -> bytes:
+    head = RECORD_HEADER_STRUCT.pack(RECORD_MAGIC, meta_len, data_len, position, label, payload_crc, 0)
+    return head[:-4] + struct.pack("<I", crc32c(head[:-4]))
+
+
+def stamp_identity(record: bytes | memoryview, position: int, label: int) -> bytes:
+    """The 40-byte header of an encoded ``record`` with its identity set (the rest of the record is
+    unchanged: write this header, then ``record[RECORD_HEADER_SIZE:]``)."""
+    magic, meta_len, data_len, _, _, payload_crc, _ = RECORD_HEADER_STRUCT.unpack_from(record)
+    return _record_head(meta_len, data_len, position, label, payload_crc)
+
+
 def decode_record_header(buf: bytes | memoryview, shard: str, offset: int) -> tuple[int, int, int]:
-    """Validate a 24-byte record header; returns (meta_len, data_len, payload_crc).
+    """Validate a 40-byte record header; returns (meta_len, data_len, payload_crc).
 
     The lengths are trusted only after the header checksum matches and they are within bounds."""
     if len(buf) < RECORD_HEADER_SIZE:
         raise CorruptRecord(f"truncated record header ({len(buf)} of {RECORD_HEADER_SIZE} bytes)",
                             shard, offset)
-    magic, meta_len, data_len, payload_crc, header_crc = RECORD_HEADER_STRUCT.unpack_from(buf)
+    magic, meta_len, data_len, _, _, payload_crc, header_crc = RECORD_HEADER_STRUCT.unpack_from(buf)
     if magic != RECORD_MAGIC:
         raise CorruptRecord("bad record magic: not at a record boundary or damaged", shard, offset)
-    if crc32c(bytes(buf[:20])) != header_crc:
+    if crc32c(bytes(buf[:RECORD_HEADER_SIZE - 4])) != header_crc:
         raise CorruptRecord("record header checksum mismatch", shard, offset)
     if meta_len > MAX_META_BYTES or data_len > MAX_DATA_BYTES:
         raise CorruptRecord(f"record lengths out of bounds (meta {meta_len}, data {data_len})", shard, offset)
     return meta_len, data_len, payload_crc
 
 
-def split_record(buf: memoryview, shard: str, offset: int, length: int | None = None
-                 ) -> tuple[memoryview, memoryview, int]:
-    """Check the record at the start of ``buf`` — header CRC, bounds, payload CRC — and return its
+def split_record(buf: memoryview, shard: str, offset: int, length: int | None = None,
+                 identity: tuple[int, int] | None = None) -> tuple[memoryview, memoryview, int]:
+    """Check the record at the start of ``buf`` — header CRC, bounds, identity, payload CRC — and return its
     (meta, data) views and total length. With ``length`` (from the footer table) the record must be exactly
-    that long. Raises :class:`CorruptRecord` naming shard and offset (and the key when readable)."""
+    that long; with ``identity`` = (position, label) from the table, it must be that record. Raises
+    :class:`CorruptRecord` naming shard and offset (and the key when readable)."""
     meta_len, data_len, payload_crc = decode_record_header(buf[:RECORD_HEADER_SIZE], shard, offset)
+    if identity is not None:
+        position, label = struct.unpack_from("<Qq", buf, 16)
+        if (position, label) != identity:
+            raise CorruptRecord(f"the record here is {_where(position)} with label {label}, the table expects "
+                                f"{_where(identity[0])} with label {identity[1]}: records were moved, swapped or "
+                                "copied in from elsewhere — run `recpack verify` and re-pack", shard, offset)
     end = RECORD_HEADER_SIZE + meta_len + data_len
     if end > len(buf):
         if length is not None:
@@ -207,6 +240,21 @@ def split_record(buf: memoryview, shard: str, offset: int, length: int | None = 
         raise CorruptRecord(f"record length {end} disagrees with the footer table ({length})", shard, offset,
                             _try_key(meta))
     return meta, data, end
+
+
+def _where(pos: int) -> str:
+    return f"record {pos & 0xFFFFFFFF} of shard {pos >> 32}"
+
+
+def position(shard_index: int, index: int) -> int:
+    """The ``position`` field of record ``index`` of shard ``shard_index``."""
+    return (shard_index << 32) | index
+
+
+def record_identity(buf: bytes | memoryview) -> tuple[int, int]:
+    """(position, label) from a record header already checked by :func:`decode_record_header`."""
+    position, label = struct.unpack_from("<Qq", buf, 16)
+    return int(position), int(label)
 
 
 def check_payload(meta: memoryview | bytes, data: memoryview | bytes, payload_crc: int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "write_manifest",
     "atomic_write",
     "dataset_folder",
+    "repack_command",
 ]
 
 MANIFEST_NAME = "index.json"
@@ -54,6 +56,8 @@ class Manifest:
     pack: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     created_by: str = f"recpack {__version__}"
+    #: 32 hex digits naming this pack; in every shard header too, so a shard from another pack is refused
+    dataset_id: str = "0" * 32
 
     @property
     def seed(self) -> int | None:
@@ -73,6 +77,7 @@ class Manifest:
             "format": "recpack",
             "format_version": self.format_version,
             "created_by": self.created_by,
+            "dataset_id": self.dataset_id,
             "backend": self.backend,
             "records": self.records,
             "bytes": self.total_bytes,
@@ -183,8 +188,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         raise ManifestError(f"{mpath}: not a recpack manifest (no \"format\": \"recpack\")")
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
-        raise ManifestError(f"{mpath}: format v{version}, this recpack reads v{FORMAT_VERSION}; re-pack the "
-                            "dataset or use a matching recpack version")
+        raise ManifestError(f"{mpath}: format v{version}, this recpack reads v{FORMAT_VERSION} (v2 added record and "
+                            f"dataset identity checks); re-pack it: {repack_command(folder, obj.get('pack'))}")
     backend = obj.get("backend", "shards")
     if not isinstance(backend, str) or not backend:
         raise ManifestError(f"{mpath}: 'backend' must be a non-empty string, not {backend!r}")
@@ -214,5 +219,33 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     pack = obj.get("pack", {})
     if not isinstance(pack, dict):
         raise ManifestError(f"{mpath}: 'pack' must be an object")
+    dataset_id = obj.get("dataset_id")
+    if not isinstance(dataset_id, str) or len(dataset_id) != 32 or not all(c in "0123456789abcdef" for c in dataset_id):
+        raise ManifestError(f"{mpath}: 'dataset_id' must be 32 lowercase hex digits, not {dataset_id!r}; the manifest "
+                            "is damaged — re-run `recpack pack`")
     return Manifest(records=records, backend=backend, shards=shards, classes=classes, pack=pack,
-                    format_version=version, created_by=str(obj.get("created_by", "")))
+                    format_version=version, created_by=str(obj.get("created_by", "")), dataset_id=dataset_id)
+
+
+def repack_command(folder: str, pack: Any) -> str:
+    """The command that re-packs the dataset in ``folder`` from its recorded source and options (as far as
+    index.json recorded them)."""
+    p = pack if isinstance(pack, dict) else {}
+    src = p.get("source") if isinstance(p.get("source"), str) else "SOURCE"
+    verb = "convert" if str(p.get("source_kind", "")).startswith(("mxnet", "webdataset", "recpack-")) else "pack"
+    args = [f"recpack {verb}", shlex.quote(src), shlex.quote(folder)]
+    if isinstance(p.get("seed"), int):
+        args.append(f"--seed {p['seed']}")
+    if isinstance(p.get("num_shards"), int):
+        args.append(f"--num-shards {p['num_shards']}")
+    elif isinstance(p.get("shard_size"), int):
+        args.append(f"--shard-size {p['shard_size']}")
+    if p.get("backend") == "lmdb":
+        args.append("--backend lmdb")
+    image = p.get("image") if isinstance(p.get("image"), dict) else {}
+    if isinstance(image.get("resize"), int):
+        args.append(f"--resize {image['resize']}")
+    if image.get("restart_markers"):
+        args.append("--restart-markers")
+    args.append("--overwrite")
+    return " ".join(args)

@@ -292,7 +292,8 @@ class Loader(Closing):
         The state is the same on every rank except ``rank``, so any rank's copy resumes all of them."""
         return {"version": _STATE_VERSION, "epoch": self._epoch, "batch": self._next_batch, "seed": self.seed,
                 "order": self.order, "batch_size": self.batch_size, "rank": self.rank,
-                "world_size": self.world_size, "records": self.table.n, "drop_last": self.drop_last,
+                "world_size": self.world_size, "records": self.table.n, "dataset": self.source.dataset_id,
+                "drop_last": self.drop_last,
                 "order_kw": dict(self.order_kw),
                 "resplit": [list(x) for x in self._resplit.get(self._epoch, [])]}
 
@@ -307,6 +308,9 @@ class Loader(Closing):
         data-parallel training is)."""
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"loader state version {state.get('version')!r} is not {_STATE_VERSION}")
+        if state.get("dataset", self.source.dataset_id) != self.source.dataset_id:
+            raise ValueError(f"cannot resume: the state was saved on another dataset (id {state.get('dataset')!r}, "
+                             f"this one is {self.source.dataset_id!r}); open the dataset the state was saved on")
         for key, mine in (("records", self.table.n), ("batch_size", self.batch_size), ("seed", self.seed),
                           ("order", self.order), ("drop_last", self.drop_last), ("order_kw", self.order_kw)):
             if state.get(key) != mine:

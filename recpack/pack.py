@@ -417,7 +417,7 @@ def _pack_shards(out: str, plan: _Plan, opts: PackOptions, pool: _Pool, bar: _Me
         if i in infos:
             continue
         info, skips = _write_shard(out, i, pool.map(_chunks(plan, plan.shards[i])), opts.strict, opts.fsync,
-                                   bar.update)
+                                   bar.update, plan.fingerprint)
         _save_done(state, i, info, skips)
         infos[i], skipped[i] = info, skips
     ordered = [infos[i] for i in range(len(plan.shards))]
@@ -425,7 +425,7 @@ def _pack_shards(out: str, plan: _Plan, opts: PackOptions, pool: _Pool, bar: _Me
 
 
 def _write_shard(out: str, i: int, processed: Iterable[tuple[list[SourceItem], list[_Result]]], strict: bool,
-                 fsync: bool, progress: Callable[[int, int], None], tmp_name: str | None = None
+                 fsync: bool, progress: Callable[[int, int], None], dataset_id: str, tmp_name: str | None = None
                  ) -> tuple[ShardInfo, list[Skipped]]:
     """Write shard ``i`` from its processed chunks (in plan order) to a temporary name in ``out``, fsync it,
     read it back against its CRC32C, then rename it: a shard is published whole or not at all. Used by the
@@ -433,7 +433,7 @@ def _write_shard(out: str, i: int, processed: Iterable[tuple[list[SourceItem], l
     write the same file)."""
     name = shard_name(i)
     tmp = os.path.join(out, tmp_name or name + ".tmp")
-    writer = ShardWriter(tmp)
+    writer = ShardWriter(tmp, bytes.fromhex(dataset_id), i)
     skips: list[Skipped] = []
     try:
         for chunk, results in processed:
@@ -467,14 +467,14 @@ def _write_shard(out: str, i: int, processed: Iterable[tuple[list[SourceItem], l
     return ShardInfo(name, writer.records, size, writer.file_crc), skips
 
 
-def _shard_task(out: str, i: int, items: list[SourceItem], image: ImageOptions, strict: bool, fsync: bool
-                ) -> tuple[ShardInfo, list[Skipped]]:
+def _shard_task(out: str, i: int, items: list[SourceItem], image: ImageOptions, strict: bool, fsync: bool,
+                dataset_id: str) -> tuple[ShardInfo, list[Skipped]]:
     """One Dask task: read, check and encode ``items`` and write them as shard ``i`` (see _write_shard)."""
     chunks = (items[a:a + _CHUNK_ITEMS] for a in range(0, len(items), _CHUNK_ITEMS))
     stem = shard_name(i)[:-len(SHARD_SUFFIX)]
     tmp = f"{stem}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SHARD_SUFFIX}.tmp"
     return _write_shard(out, i, ((c, _process(c, image)) for c in chunks), strict, fsync, lambda n, b: None,
-                        tmp)
+                        dataset_id, tmp)
 
 
 def _dask_shards(out: str, plan: _Plan, opts: PackOptions, todo: list[int]
@@ -493,8 +493,9 @@ def _dask_shards(out: str, plan: _Plan, opts: PackOptions, todo: list[int]
             # workers may run elsewhere in another folder: plain files are passed by absolute path
             items = [replace(it, path=os.path.abspath(it.path)) if type(it) is SourceItem else it
                      for it in (plan.source.items[j] for j in plan.order[plan.shards[i]].tolist())]
-            fut = client.submit(_shard_task, os.path.abspath(out), i, items, opts.image, opts.strict, opts.fsync,
-                                key=f"recpack-{plan.fingerprint[:12]}-{shard_name(i)}", retries=2, pure=False)
+            fut = client.submit(_shard_task, os.path.abspath(out), i, items, opts.image, opts.strict,
+                                opts.fsync, plan.fingerprint, key=f"recpack-{plan.fingerprint[:12]}-{shard_name(i)}",
+                                retries=2, pure=False)
             futures[fut.key] = (i, fut)
         for fut in as_completed([f for _, f in futures.values()]):  # type: ignore[no-untyped-call]
             info, skips = fut.result()
@@ -629,6 +630,7 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
     manifest = Manifest(records=records, backend=opts.backend,
                         shards=[ShardEntry(s.name, s.records, s.bytes, s.crc32c) for s in infos],
                         classes=list(plan.source.classes),
+                        dataset_id=plan.fingerprint,
                         pack={**_params(opts, plan.source), "fingerprint": plan.fingerprint,
                               "source_items": n, "skipped": len(skipped), "report": REPORT_NAME})
     try:

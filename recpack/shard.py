@@ -26,11 +26,14 @@ from .format import (
     FORMAT_VERSION,
     HEADER_STRUCT,
     TABLE_DTYPE,
+    RECORD_HEADER_SIZE,
     ShardHeader,
     align_up,
     decode_meta,
     pack_header,
+    position,
     split_record,
+    stamp_identity,
     unpack_header,
 )
 
@@ -44,12 +47,14 @@ __all__ = [
 ]
 
 
-def parse_record(buf: memoryview, shard: str, offset: int, length: int | None = None) -> tuple[Record, int]:
+def parse_record(buf: memoryview, shard: str, offset: int, length: int | None = None,
+                 identity: tuple[int, int] | None = None) -> tuple[Record, int]:
     """Parse and fully check the record at the start of ``buf``; returns it and its total length. With
-    ``length`` (from the footer table) the record must be exactly that long.
+    ``length`` (from the footer table) the record must be exactly that long, with ``identity`` (position,
+    label) it must be that record.
 
     Raises :class:`CorruptRecord` (naming shard and offset) on any damage or truncation."""
-    meta_b, data_b, end = split_record(buf, shard, offset, length)
+    meta_b, data_b, end = split_record(buf, shard, offset, length, identity)
     meta = decode_meta(meta_b, shard, offset)
     label = meta.get("label")
     if isinstance(label, list):
@@ -74,9 +79,14 @@ class ShardInfo:
 class ShardWriter:
     """Append records to a new shard file; :meth:`finish` writes the table and header and fsyncs.
 
-    The file is written from scratch at ``path`` (the packer passes a temporary name)."""
+    The file is written from scratch at ``path`` (the packer passes a temporary name). ``dataset_id`` (16
+    bytes) and ``shard_index`` go into the header; each record is stamped with its position (shard index and
+    its index here) and its table label, covered by its header checksum."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, dataset_id: bytes = bytes(16), shard_index: int = 0) -> None:
+        if len(dataset_id) != 16:
+            raise ValueError(f"dataset_id must be 16 bytes, not {len(dataset_id)}")
+        self.dataset_id, self.shard_index = bytes(dataset_id), shard_index
         self.path = path
         self._f: BinaryIO = open(path, "wb")
         self._f.write(bytes(DATA_OFFSET))  # header placeholder; rewritten by finish()
@@ -86,10 +96,15 @@ class ShardWriter:
         self.file_crc: int | None = None  # CRC32C of the whole finished file
 
     def add(self, record: bytes, label_row: Callable[[int, int], tuple[int, int, int, int, int, int]]) -> None:
-        """Append one encoded record; ``label_row(offset, length)`` builds its table row."""
-        self._f.write(record)
-        self._crc = crc32c(record, self._crc)
-        self._rows.append(label_row(self._pos, len(record)))
+        """Append one encoded record; ``label_row(offset, length)`` builds its table row. The record's
+        header is re-written with its identity (position, table label) on the way."""
+        row = label_row(self._pos, len(record))
+        head = stamp_identity(record, position(self.shard_index, len(self._rows)), row[1])
+        body = memoryview(record)[RECORD_HEADER_SIZE:]
+        self._f.write(head)
+        self._f.write(body)
+        self._crc = crc32c(body, crc32c(head, self._crc))
+        self._rows.append(row)
         self._pos += len(record)
 
     def finish(self, fsync: bool = True) -> None:
@@ -102,7 +117,7 @@ class ShardWriter:
             self._f.write(piece)
             self._crc = crc32c(piece, self._crc)
         header = ShardHeader(FORMAT_VERSION, 0, len(self._rows), DATA_OFFSET, data_length,
-                             table_offset, len(table), crc32c(table))
+                             table_offset, len(table), crc32c(table), self.dataset_id, self.shard_index)
         head = pack_header(header)
         self.file_crc = crc32c_combine(crc32c(head), self._crc, align_up(end) - DATA_OFFSET)
         self._f.seek(0)
@@ -159,11 +174,16 @@ class ShardReader(Closing):
     def __len__(self) -> int:
         return len(self.table)
 
+    def identity(self, j: int) -> tuple[int, int]:
+        """(position, label) that record ``j`` must carry: this shard's index and j, the table's label."""
+        return position(self.header.shard_index, j), int(self.table["label"][j])
+
     def read(self, j: int) -> Record:
-        """Record ``j`` of this shard (one pread, fully checked)."""
+        """Record ``j`` of this shard (one pread, fully checked, identity included)."""
         offset = int(self.table["offset"][j])
         length = int(self.table["length"][j])
-        return parse_record(memoryview(pread(self.fd, length, offset)), self.path, offset, length)[0]
+        return parse_record(memoryview(pread(self.fd, length, offset)), self.path, offset, length,
+                            self.identity(j))[0]
 
     def iter_sequential(self) -> Iterator[tuple[int, Record | CorruptRecord]]:
         """Every record in file order via large sequential reads: (index, record or the error)."""
@@ -171,7 +191,7 @@ class ShardReader(Closing):
         for j, (offset, length) in enumerate(zip(self.table["offset"].tolist(), self.table["length"].tolist())):
             view = seq.get(offset, offset + length)
             try:
-                rec, _ = parse_record(view, self.path, offset, length)
+                rec, _ = parse_record(view, self.path, offset, length, self.identity(j))
             except CorruptRecord as exc:
                 yield j, exc
             else:

@@ -122,7 +122,7 @@ def test_record_metadata_parser(meta: bytes) -> None:
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=96), mutations(_SHARD[:64])), st.integers(0, 1 << 40))
+@given(st.one_of(st.binary(max_size=96), mutations(_SHARD[:84])), st.integers(0, 1 << 40))
 def test_header_parser_random_bytes(buf: bytes, file_size: int) -> None:
     with only_recpack_errors():
         unpack_header(buf, "s.rpk", file_size)
@@ -134,7 +134,8 @@ def test_header_parser_valid_checksum_any_fields(count: int, d_off: int, d_len: 
                                                  t_crc: int, file_size: int) -> None:
     from recpack.crc import crc32c
 
-    fields = HEADER_STRUCT.pack(MAGIC, FORMAT_VERSION, 0, count, d_off, d_len, t_off, t_len, t_crc, 0)[:-4]
+    fields = HEADER_STRUCT.pack(MAGIC, FORMAT_VERSION, 0, count, d_off, d_len, t_off, t_len, bytes(16), 0, t_crc,
+                                0)[:-4]
     buf = fields + struct.pack("<I", crc32c(fields))  # reach the layout checks
     with only_recpack_errors():
         h = unpack_header(buf, "s.rpk", file_size)
@@ -273,14 +274,14 @@ def test_rec_readers_on_mutated_files(rec: bytes, idx: bytes | None) -> None:
 def test_the_fuzz_inputs_are_real(tmp_path: Path) -> None:
     """The mutated bases parse when intact, so mutations reach deep into the parsers."""
     parse_record(memoryview(_RECORD), "s.rpk", DATA_OFFSET)
-    assert unpack_header(_SHARD[:64], "s.rpk", len(_SHARD)).record_count == 6
+    assert unpack_header(_SHARD[:84], "s.rpk", len(_SHARD)).record_count == 6
     (tmp_path / "index.json").write_bytes(_MANIFEST)
     (tmp_path / "shard-00000.rpk").write_bytes(_SHARD)
     assert read_manifest(tmp_path).records == 6
     with recpack.open(tmp_path) as ds:
         assert len(list(ds)) == 6
     with pytest.raises(FormatError):
-        unpack_header(b"\x00" * 64, "s.rpk", 64)
+        unpack_header(b"\x00" * 84, "s.rpk", 84)
 
 
 # ------------------------------------------------------------------------------- regressions found here

@@ -59,8 +59,13 @@ def test_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "index.json").write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
         read_manifest(tmp_path)
-    _write(tmp_path, format_version=2)
-    with pytest.raises(ManifestError, match="v2"):
+    _write(tmp_path, format_version=3)
+    with pytest.raises(ManifestError, match="v3"):
+        read_manifest(tmp_path)
+    _write(tmp_path, format_version=1, pack={"source": "my photos", "seed": 3, "shard_size": 1 << 20,
+                                             "source_kind": "imagefolder"})
+    with pytest.raises(ManifestError, match=r"format v1.*recpack pack 'my photos' .* --seed 3 --shard-size 1048576 "
+                                            r"--overwrite"):
         read_manifest(tmp_path)
     _write(tmp_path, records=5)
     with pytest.raises(ManifestError, match="add up"):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import recpack
 from campaigns.synthetic import Recipe, payload_bytes, record_meta, write_synthetic
 from recpack.cli import cli
-from recpack.format import encode_record
+from recpack.format import encode_record, position
 from recpack.loader import Loader
 from recpack.order import ORDERS, Layout
 
@@ -27,10 +27,10 @@ def test_synthetic_dataset_is_valid_and_exact(tmp_path: Path) -> None:
             rec = ds[i]
             assert rec.key == f"img/{i:08d}.jpg" and rec.label == i % 100
         # the bytes are exactly what the normal record encoder writes
-        ids = np.array([0, 7, 2_801, 9_999])
-        recs = Recipe(32).records(ids)
-        for i, row in zip(ids.tolist(), recs):
-            assert bytes(row) == encode_record(record_meta(i), payload_bytes(32))
+        for i in (0, 7, 2_801, 9_999):
+            s, j = divmod(i, 2_800)
+            row = Recipe(32).records(np.array([i]), s, j)[0]
+            assert bytes(row) == encode_record(record_meta(i), payload_bytes(32), position(s, j), i % 100)
 
 
 def test_loader_table_is_flat_arrays_of_31_bytes_per_record(tmp_path: Path) -> None:

@@ -121,13 +121,14 @@ def _peak(fn: Callable[[], object]) -> int:
 
 
 def _header(count: int, d_len: int, t_off: int, t_len: int) -> bytes:
-    fields = HEADER_STRUCT.pack(MAGIC, FORMAT_VERSION, 0, count, DATA_OFFSET, d_len, t_off, t_len, 0, 0)[:-4]
+    fields = HEADER_STRUCT.pack(MAGIC, FORMAT_VERSION, 0, count, DATA_OFFSET, d_len, t_off, t_len, bytes(16), 0, 0,
+                                0)[:-4]
     fields += struct.pack("<I", crc32c(fields))
     return fields + bytes(DATA_OFFSET - len(fields))
 
 
 def _record_header(meta_len: int, data_len: int) -> bytes:
-    head = RECORD_HEADER_STRUCT.pack(RECORD_MAGIC, meta_len, data_len, 0, 0)[:-4]
+    head = RECORD_HEADER_STRUCT.pack(RECORD_MAGIC, meta_len, data_len, 0, -1, 0, 0)[:-4]
     return head + struct.pack("<I", crc32c(head))
 
 

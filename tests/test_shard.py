@@ -100,7 +100,7 @@ def test_bad_magic_and_version(tmp_path: Path) -> None:
 
 
 def test_corrupt_length_is_never_trusted() -> None:
-    head = RECORD_HEADER_STRUCT.pack(RECORD_MAGIC, 10, MAX_DATA_BYTES * 4, 0, 0)
+    head = RECORD_HEADER_STRUCT.pack(RECORD_MAGIC, 10, MAX_DATA_BYTES * 4, 0, -1, 0, 0)
     head = head[:-4] + struct.pack("<I", crc32c(head[:-4]))
     with pytest.raises(CorruptRecord, match="out of bounds"):
         decode_record_header(head, "s.rpk", 4096)

@@ -107,6 +107,12 @@ class RecordSource(Closing):
     def __len__(self) -> int:
         return self.table.n
 
+    @property
+    def dataset_id(self) -> str:
+        """What names this dataset (index.json's dataset_id; for a file read in place, its name and size):
+        a Loader state saved on one dataset is refused on another."""
+        return f"{os.path.basename(self.path)}:{sum(os.path.getsize(f) for f in self.files if os.path.exists(f))}"
+
     # -- reading --------------------------------------------------------------------------------------------
     def record(self, i: int) -> Record:
         """Record ``i`` (a global id in ``[0, len)``), fully checked; raises CorruptRecord."""

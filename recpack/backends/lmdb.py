@@ -2,12 +2,16 @@
 
 Layout of ``DATASET/data.mdb`` (keys are ASCII bytes)::
 
-    r0000000000 ...   one value per record: a msgpack map {"meta": map, "data": bin, "crc32c": u32,
-                      "meta_crc32c": u32} — CRC32C of the data and of the meta's canonical msgpack encoding
+    r0000000000 ...   one value per record: a msgpack map {"meta": map, "data": bin, "position": int (the
+                      record number), "label": int (its table label), "crc32c": u32, "meta_crc32c": u32} —
+                      CRC32C of the data, and of the meta's canonical msgpack encoding followed by the
+                      identity (u64 position, i64 label, little-endian), so a value under the wrong key is
+                      refused
     t0000000000 ...   that record's footer-table row (TABLE_DTYPE, 32 bytes; offset = record number)
     s0000000000 ...   skipped source images: msgpack [key, path (hex of UTF-8 bytes), reason]
     __table__         all table rows concatenated (written when the pack finishes)
-    __recpack__       msgpack map {"format_version", "records", "classes"} (written when the pack finishes)
+    __recpack__       msgpack map {"format_version", "records", "classes", "dataset_id"} (written when the pack
+                      finishes; dataset_id as in index.json)
     __progress__      msgpack map {"fingerprint", "items_done", "records", "skipped"} (only while packing)
 
 Each chunk of records is committed in one transaction together with ``__progress__``, so an interrupted
@@ -18,6 +22,7 @@ them (``msgpack.unpackb(value)["data"]``), and are checksummed like shard record
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -43,21 +48,29 @@ LMDB_FILE = "data.mdb"
 _PROGRESS = b"__progress__"
 _META = b"__recpack__"
 _TABLE = b"__table__"
+_IDENTITY = struct.Struct("<Qq")
 
 
 def record_key(i: int) -> bytes:
     return b"r%010d" % i
 
 
-def encode_value(meta: dict[str, Any], data: bytes) -> bytes:
-    """The LMDB value of one record (see the module docstring)."""
-    meta_crc = crc32c(msgpack.packb(meta, use_bin_type=True))
-    return bytes(msgpack.packb({"meta": meta, "data": data, "crc32c": crc32c(data), "meta_crc32c": meta_crc},
+def _meta_crc(meta: dict[str, Any], position: int, label: int) -> int:
+    """CRC32C of the meta's msgpack encoding followed by the record's identity (u64 position, i64 label)."""
+    return crc32c(_IDENTITY.pack(position, label), crc32c(msgpack.packb(meta, use_bin_type=True)))
+
+
+def encode_value(meta: dict[str, Any], data: bytes, position: int, label: int) -> bytes:
+    """The LMDB value of record ``position`` (see the module docstring); ``label``: its table label."""
+    return bytes(msgpack.packb({"meta": meta, "data": data, "position": position, "label": label,
+                                "crc32c": crc32c(data), "meta_crc32c": _meta_crc(meta, position, label)},
                                use_bin_type=True))
 
 
-def decode_value(buf: bytes | memoryview, path: str, i: int) -> Record:
-    """Parse and check one LMDB value; raises CorruptRecord naming the database and record number."""
+def decode_value(buf: bytes | memoryview, path: str, i: int, label: int) -> Record:
+    """Parse and check the LMDB value of record ``i`` whose table label is ``label``: checksums, and that it
+    is that record (a value moved to another key is refused). Raises CorruptRecord naming the database and
+    record number."""
     if len(buf) > MAX_DATA_BYTES + MAX_META_BYTES + 64:
         raise CorruptRecord(f"value of {len(buf)} bytes exceeds the record size bound", path, i)
     try:
@@ -70,8 +83,14 @@ def decode_value(buf: bytes | memoryview, path: str, i: int) -> Record:
     meta, data = obj["meta"], obj["data"]
     if crc32c(data) != obj.get("crc32c"):
         raise CorruptRecord("record data checksum mismatch", path, i, meta["key"])
-    if crc32c(msgpack.packb(meta, use_bin_type=True)) != obj.get("meta_crc32c"):
+    ident = (obj.get("position"), obj.get("label"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < 1 << 64 for v in ident):
+        raise CorruptRecord("value has no record identity (position, label)", path, i, meta["key"])
+    if _meta_crc(meta, *ident) != obj.get("meta_crc32c"):  # type: ignore[arg-type]
         raise CorruptRecord("record metadata checksum mismatch", path, i, meta["key"])
+    if ident != (i, label):
+        raise CorruptRecord(f"the value here is record {ident[0]} with label {ident[1]}, the table expects record "
+                            f"{i} with label {label}: values were moved between keys — re-pack", path, i, meta["key"])
     label = meta.get("label")
     return Record(meta["key"], tuple(label) if isinstance(label, list) else label, meta, data)
 
@@ -184,8 +203,8 @@ class LmdbWriter:
                 continue
             record, (label, w, h) = r
             rec, _ = parse_record(memoryview(record), self.folder, records)  # the packer's encoding
-            puts.append((record_key(records), encode_value(rec.meta, rec.data)))
             row = np.array([table_row(records, len(record), label, w, h)], dtype=TABLE_DTYPE)
+            puts.append((record_key(records), encode_value(rec.meta, rec.data, records, int(row["label"][0]))))
             puts.append((b"t%010d" % records, row.tobytes()))
             records += 1
             nbytes += len(record)
@@ -220,7 +239,7 @@ class LmdbWriter:
         with self.env.begin(write=True) as txn:
             txn.put(_TABLE, table)
             txn.put(_META, msgpack.packb({"format_version": FORMAT_VERSION, "records": self.records,
-                                          "classes": list(classes)}))
+                                          "classes": list(classes), "dataset_id": self.fingerprint}))
             txn.delete(_PROGRESS)
         self.env.sync(True)
         return os.path.getsize(os.path.join(self.folder, LMDB_FILE))
@@ -257,6 +276,10 @@ class LmdbSource(RecordSource):
             if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
                 raise FormatVersionError(f"format v{meta.get('format_version') if isinstance(meta, dict) else '?'}"
                                          f", this recpack reads v{FORMAT_VERSION}", path)
+            if meta.get("dataset_id") != manifest.dataset_id:
+                raise FormatError(f"this database belongs to another dataset (id {meta.get('dataset_id')!r}, "
+                                  f"index.json says {manifest.dataset_id}): it was copied in from another pack — "
+                                  "copy the right one back or re-pack", path)
             expected = manifest.records
             if meta.get("records") != expected or len(table_raw) != expected * TABLE_DTYPE.itemsize:
                 raise FormatError(f"database holds {meta.get('records')} records and a {len(table_raw)}-byte "
@@ -279,12 +302,16 @@ class LmdbSource(RecordSource):
                 buf = txn.get(record_key(i))
                 if buf is None:
                     raise CorruptRecord(f"record {i} is missing from the database", self.db_path, i)
-                return decode_value(buf, self.db_path, i)
+                return decode_value(buf, self.db_path, i, int(self.table.label[i]))
         except lmdb.Error as exc:
             raise CorruptRecord(f"the database cannot be read here ({exc})", self.db_path, i) from None
 
     def where(self, i: int) -> tuple[str, int]:
         return LMDB_FILE, i
+
+    @property
+    def dataset_id(self) -> str:
+        return self.manifest.dataset_id
 
     def data_files(self) -> list[str]:
         return [self.db_path]

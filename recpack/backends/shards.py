@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..errors import CorruptRecord, FormatError, ManifestError
 from ..fileio import CHUNK_BYTES, OpenFiles, SequentialReader, file_crc, identity, open_readonly, pread
 from ..format import DATA_OFFSET, HEADER_STRUCT, RECORD_HEADER_SIZE, RECORD_MAGIC, align_up, decode_record_header
+from ..format import position
 from ..format import split_record
 from ..index import Manifest
 from ..record import Record
@@ -48,8 +49,10 @@ class ShardSource(RecordSource):
         files = [os.path.join(folder, e.name) for e in manifest.shards]
         super().__init__(folder, None, list(manifest.classes), files)
         self.manifest = manifest
+        self._id = bytes.fromhex(manifest.dataset_id)
         self.starts = manifest.starts()
         self.damaged: dict[int, FormatError] = {}  # shards whose header or footer table is unreadable
+        self.foreign: set[int] = set()  # of those, intact shards that are not the ones index.json lists there
         self._rows: dict[int, np.ndarray] = {}  # footer tables read so far (until the whole table is built)
         self._table: Table | None = None
         # the version of each shard its footer table came from; every (re)open is checked against it
@@ -59,6 +62,10 @@ class ShardSource(RecordSource):
 
     def __len__(self) -> int:
         return self.manifest.records
+
+    @property
+    def dataset_id(self) -> str:
+        return self.manifest.dataset_id
 
     def _load(self, s: int) -> np.ndarray | None:
         """Shard ``s``'s footer rows (read and checked once), or None when they cannot be read (``damaged``)."""
@@ -71,6 +78,10 @@ class ShardSource(RecordSource):
                 if len(r) != entry.records:
                     raise FormatError(f"shard holds {len(r)} records, the manifest says {entry.records}; the "
                                       "dataset is inconsistent — re-run `recpack pack`", path, 0)
+                if r.header.dataset_id != self._id or r.header.shard_index != s:
+                    self.foreign.add(s)
+                    raise FormatError(_foreign(r.header.dataset_id, r.header.shard_index, self._id, s,
+                                               self.manifest.shards), path, 0)
                 self._expect[s] = identity(r.fd)
                 self._rows[s] = rows = r.table
                 return rows
@@ -108,15 +119,15 @@ class ShardSource(RecordSource):
         return list(self.damaged.values())
 
     def record(self, i: int) -> Record:
+        s = int(np.searchsorted(self.starts, i, side="right")) - 1
+        j = i - int(self.starts[s])
         if self._table is not None:
-            s, offset, length = int(self._table.shard[i]), int(self._table.offset[i]), int(self._table.length[i])
+            offset, length, label = int(self._table.offset[i]), int(self._table.length[i]), int(self._table.label[i])
         else:  # only this shard's footer table is needed
-            s = int(np.searchsorted(self.starts, i, side="right")) - 1
             with self._lock:
                 rows = self._load(s)
             if rows is not None:
-                j = i - int(self.starts[s])
-                offset, length = int(rows["offset"][j]), int(rows["length"][j])
+                offset, length, label = int(rows["offset"][j]), int(rows["length"][j]), int(rows["label"][j])
         if s in self.damaged:
             raise self.damaged[s]
         f = self._files.acquire(s)
@@ -124,16 +135,19 @@ class ShardSource(RecordSource):
             buf = pread(f.fd, length, offset)
         finally:
             self._files.release(s)
-        return parse_record(memoryview(buf), self.files[s], offset, length)[0]
+        return parse_record(memoryview(buf), self.files[s], offset, length, (position(s, j), label))[0]
 
     def where(self, i: int) -> tuple[str, int]:
         s = int(np.searchsorted(self.starts, i, side="right")) - 1
         return self.names[s], int(self.table.offset[i])
 
     def payload(self, i: int, view: memoryview) -> memoryview:
-        """Header CRC, bounds, payload CRC and the length the table says; the metadata is not decoded (the
-        Loader takes labels and sizes from the table)."""
-        return split_record(view, self.names[int(self.table.shard[i])], int(self.table.offset[i]), len(view))[1]
+        """Header CRC, bounds, identity (the record the table says, with its label), payload CRC and the
+        length the table says; the metadata is not decoded (the Loader takes labels and sizes from the table)."""
+        t = self.table
+        s = int(t.shard[i])
+        ident = (position(s, i - int(t.starts[s])), int(t.label[i]))
+        return split_record(view, self.names[s], int(t.offset[i]), len(view), ident)[1]
 
     def open_files(self, direct: bool = False, advice: str | None = None) -> OpenFiles:
         """A bounded set of open shard files for large reads (the Loader's), checked against the versions
@@ -144,6 +158,11 @@ class ShardSource(RecordSource):
     def scan(self) -> Iterator[tuple[int, Record] | tuple[None, Damage]]:
         for s, path in enumerate(self.files):
             first, expected = int(self.starts[s]), int(self.starts[s + 1] - self.starts[s])
+            with self._lock:
+                self._load(s)  # checks the shard is the one index.json lists here
+            if s in self.foreign:  # another pack's records, or this pack's in another place: never delivered
+                yield None, Damage(self.damaged[s], expected)
+                continue
             try:
                 if s in self.damaged:
                     raise self.damaged[s]
@@ -162,8 +181,9 @@ class ShardSource(RecordSource):
         result = VerifyResult(self.path, expected=self.manifest.records, decoded=decode is not None)
         with tqdm(total=self.manifest.total_bytes, unit="B", unit_scale=True, desc="verify",
                   disable=None if progress else True, dynamic_ncols=True) as bar:
-            for entry, path in zip(self.manifest.shards, self.files):
+            for s, (entry, path) in enumerate(zip(self.manifest.shards, self.files)):
                 _verify_shard(entry, path, decode, bar.update, result)
+                _verify_identity(path, s, self._id, self.manifest.shards, result)
         return result
 
     def summary(self) -> dict[str, Any]:
@@ -178,6 +198,16 @@ class ShardSource(RecordSource):
 
     def close(self) -> None:
         self._files.close()
+
+
+def _foreign(found_id: bytes, found_index: int, want_id: bytes, s: int, entries: list[Any]) -> str:
+    """Why a shard is not the one index.json lists at place ``s``."""
+    if found_id != want_id:
+        return (f"this shard belongs to another dataset (id {found_id.hex()}, index.json says {want_id.hex()}): "
+                "it was copied in from another pack — copy the right shard back or re-pack")
+    other = entries[found_index].name if found_index < len(entries) else f"shard {found_index}"
+    return (f"this file is shard {found_index} of the dataset ({other}), but index.json lists it as shard {s}: "
+            "a shard listed twice or renamed — fix index.json or re-pack")
 
 
 def _recovered(path: str, expected: int, exc: FormatError
@@ -198,6 +228,18 @@ def _recovered(path: str, expected: int, exc: FormatError
         yield None, Damage(CorruptRecord(f"{expected - found} of the shard's {expected} records could not be "
                                          "recovered by scanning; restore the shard from a copy or re-pack",
                                          path, exc.offset or 0), expected - found)
+
+
+def _verify_identity(path: str, s: int, dataset_id: bytes, entries: list[Any], result: VerifyResult) -> None:
+    """A shard that is intact but not the one index.json lists here (another pack's, or listed twice)."""
+    try:
+        with ShardReader(path) as r:
+            found = r.header.dataset_id, r.header.shard_index
+    except FormatError:
+        return  # _verify_shard reported it
+    if found != (dataset_id, s):
+        result.problems.append(Problem(entries[s].name, 0, None, _foreign(*found, dataset_id, s, entries)))
+        result.records -= entries[s].records  # intact, but not this dataset's records
 
 
 def _verify_shard(entry: Any, path: str, decode: Decoder | None, progress: Any, result: VerifyResult) -> None:
@@ -358,14 +400,14 @@ def check_shard(path: str, decode: Decoder | None = None,
         result.bytes = reader.size
         seq = SequentialReader(reader.fd, reader.size)
         prev_end = DATA_OFFSET
-        for offset, length in zip(reader.table["offset"].tolist(), reader.table["length"].tolist()):
+        for j, (offset, length) in enumerate(zip(reader.table["offset"].tolist(), reader.table["length"].tolist())):
             if offset != prev_end:
                 report(offset, None, f"footer table entry does not follow the previous record (expected "
                                      f"offset {prev_end})")
             prev_end = offset + length
             view = seq.get(offset, offset + length)
             try:
-                rec, _ = parse_record(view, name, offset, length)
+                rec, _ = parse_record(view, name, offset, length, reader.identity(j))
             except CorruptRecord as exc:
                 report(offset, exc.key, exc.message)
             else:

@@ -16,6 +16,7 @@ tests/test_ranks.py and ``benchmarks/scale.py``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import msgpack
@@ -26,6 +27,7 @@ from recpack.format import (
     ALIGN,
     DATA_OFFSET,
     FORMAT_VERSION,
+    RECORD_HEADER_SIZE,
     RECORD_HEADER_STRUCT,
     RECORD_MAGIC,
     TABLE_DTYPE,
@@ -83,14 +85,15 @@ class Recipe:
         self.body_crc = crc32c(body)
         self.d_digit = _deltas(body, self.digit_pos, 256)  # indexed by the byte value
         self.d_label = _deltas(body, [lpos], 256)[0]
-        head0 = RECORD_HEADER_STRUCT.pack(RECORD_MAGIC, len(meta0), len(data), 0, 0)[:20]
+        head0 = RECORD_HEADER_STRUCT.pack(RECORD_MAGIC, len(meta0), len(data), 0, 0, 0, 0)[:36]
         self.head = np.frombuffer(head0, np.uint8)
         self.head_crc = crc32c(head0)
-        self.d_head = _deltas(head0, [16, 17, 18, 19], 256)
-        self.length = 24 + len(body)
+        self.d_head = _deltas(head0, list(range(16, 36)), 256)  # position, label, payload_crc
+        self.length = RECORD_HEADER_SIZE + len(body)
 
-    def records(self, ids: np.ndarray) -> np.ndarray:
-        """(len(ids), length) uint8: the encoded records of global ids ``ids``."""
+    def records(self, ids: np.ndarray, shard: int = 0, first: int = 0) -> np.ndarray:
+        """(len(ids), length) uint8: the encoded records of global ids ``ids``, the first of which is record
+        ``first`` of shard ``shard`` (their identity: position and label)."""
         n = len(ids)
         body = np.tile(self.body, (n, 1))
         pcrc = np.full(n, self.body_crc, np.uint32)
@@ -101,14 +104,19 @@ class Recipe:
         label = (ids % _LABELS).astype(np.uint8)
         body[:, self.label_pos] = label
         pcrc ^= self.d_label[label]
+        ident = np.empty((n, 20), np.uint8)  # bytes 16..36 of the header
+        pos = (np.uint64(shard) << np.uint64(32)) | (np.arange(n, dtype=np.uint64) + np.uint64(first))
+        ident[:, 0:8] = pos.astype("<u8").view(np.uint8).reshape(n, 8)
+        ident[:, 8:16] = (ids % _LABELS).astype("<i8").view(np.uint8).reshape(n, 8)
+        ident[:, 16:20] = pcrc.astype("<u4").view(np.uint8).reshape(n, 4)
         hcrc = np.full(n, self.head_crc, np.uint32)
-        for b in range(4):
-            hcrc ^= self.d_head[b][(pcrc >> np.uint32(8 * b)) & np.uint32(255)]
+        for b in range(20):
+            hcrc ^= self.d_head[b][ident[:, b]]
         out = np.empty((n, self.length), np.uint8)
         out[:, :16] = self.head[:16]
-        out[:, 16:20] = pcrc.astype("<u4").view(np.uint8).reshape(n, 4)
-        out[:, 20:24] = hcrc.astype("<u4").view(np.uint8).reshape(n, 4)
-        out[:, 24:] = body
+        out[:, 16:36] = ident
+        out[:, 36:40] = hcrc.astype("<u4").view(np.uint8).reshape(n, 4)
+        out[:, 40:] = body
         return out
 
 
@@ -121,11 +129,12 @@ def write_synthetic(folder: str | os.PathLike[str], records: int, per_shard: int
     out = os.fspath(folder)
     os.makedirs(out, exist_ok=False)
     recipe = Recipe(payload)
+    dataset_id = hashlib.blake2b(f"synthetic {records} {per_shard} {payload}".encode(), digest_size=16).digest()
     entries: list[ShardEntry] = []
     total = 0
     for s, lo in enumerate(range(0, records, per_shard)):
         ids = np.arange(lo, min(records, lo + per_shard), dtype=np.int64)
-        data = recipe.records(ids).tobytes()
+        data = recipe.records(ids, s, 0).tobytes()
         table = np.zeros(len(ids), TABLE_DTYPE)
         table["offset"] = DATA_OFFSET + np.arange(len(ids), dtype=np.uint64) * recipe.length
         table["label"] = ids % _LABELS
@@ -135,7 +144,7 @@ def write_synthetic(folder: str | os.PathLike[str], records: int, per_shard: int
         table_offset = align_up(DATA_OFFSET + len(data))
         end = table_offset + len(tbytes)
         head = pack_header(ShardHeader(FORMAT_VERSION, 0, len(ids), DATA_OFFSET, len(data), table_offset,
-                                       len(tbytes), crc32c(tbytes)))
+                                       len(tbytes), crc32c(tbytes), dataset_id, s))
         pieces = (head, data, bytes(table_offset - DATA_OFFSET - len(data)), tbytes, bytes(align_up(end) - end))
         crc = 0
         with open(os.path.join(out, shard_name(s)), "wb") as f:
@@ -149,6 +158,7 @@ def write_synthetic(folder: str | os.PathLike[str], records: int, per_shard: int
     with open(os.path.join(out, REPORT_NAME), "w") as f:
         f.write("key\treason\tpath\n")
     write_manifest(out, Manifest(records=records, shards=entries, classes=[f"c{c:02d}" for c in range(_LABELS)],
+                                 dataset_id=dataset_id.hex(),
                                  pack={"seed": 0, "source_kind": "synthetic", "payload": payload,
                                        "per_shard": per_shard}))
     return total
