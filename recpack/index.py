@@ -157,8 +157,9 @@ def _safe_name(folder: str, name: Any, what: str) -> str:
 
 def _int(obj: dict[str, Any], key: str, where: str, lo: int = 0) -> int:
     v = obj.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ManifestError(f"{where}: field {key!r} must be an integer >= {lo}, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v < 1 << 62:
+        raise ManifestError(f"{where}: field {key!r} must be an integer from {lo} to 2**62, got {v!r}; the "
+                            "manifest is damaged — re-run `recpack pack`")
     return v
 
 
@@ -181,7 +182,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     try:
         with open(mpath, "rb") as f:
             obj = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; so are
+        # integers of more than 4,300 digits; deeply nested arrays exhaust the recursion limit
         raise ManifestError(f"{mpath}: not valid JSON ({exc}); the manifest is damaged — re-run "
                             "`recpack pack` or restore it from a copy") from None
     if not isinstance(obj, dict) or obj.get("format") != "recpack":

@@ -21,7 +21,9 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 
 def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A JSON-able summary: counts, classes, shard sizes, bytes, image and record size statistics."""
+    """A JSON-able summary: counts, classes, shard sizes, bytes, image and record size statistics, and
+    ``problems``: files whose record tables could not be read (their records are missing from the
+    statistics; ``recpack verify`` says more)."""
     with open_source(path) as source:
         summary = source.summary()
         t = source.table
@@ -47,4 +49,5 @@ def inspect_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
             "image_width": _stats(np.asarray(t.width, dtype=np.int64)),
             "image_height": _stats(np.asarray(t.height, dtype=np.int64)),
             "pack": summary["pack"],
+            "problems": [str(e) for e in source.problems()],  # files whose tables could not be read
         }

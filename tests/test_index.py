@@ -70,3 +70,19 @@ def test_clear_errors(tmp_path: Path) -> None:
     _write(tmp_path, records=5)
     with pytest.raises(ManifestError, match="add up"):
         read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("text", ['{"format": "recpack", "records": ' + "9" * 5000 + "}",
+                                  "[" * 100_000 + "]" * 100_000,
+                                  '{"format": "recpack", "format_version": 2, "records": 18446744073709551616}'])
+def test_out_of_range_json_is_a_manifest_error(tmp_path: Path, text: str) -> None:
+    (tmp_path / "index.json").write_text(text)
+    with pytest.raises(ManifestError):
+        read_manifest(tmp_path)
+
+
+def test_counts_beyond_int64_are_refused(tmp_path: Path) -> None:
+    _write(tmp_path, records=2**64, shards=[{"name": "shard-00000.rpk", "records": 2**64, "bytes": 1,
+                                             "crc32c": "00000000"}])
+    with pytest.raises(ManifestError, match="records"):
+        read_manifest(tmp_path)

@@ -126,6 +126,12 @@ def inspect(dataset: str, as_json: bool) -> None:
     pk = info["pack"]
     click.echo(f"packed with seed {pk.get('seed')}, {pk.get('skipped', 0)} bad inputs skipped "
                f"(see {pk.get('report', 'pack-report.tsv')})")
+    for problem in info["problems"]:
+        click.echo(f"DAMAGED: {problem}", err=True)
+    if info["problems"]:
+        click.echo(f"{len(info['problems'])} file(s) could not be read; their records are not counted above — "
+                   f"run `recpack verify {dataset}`", err=True)
+        raise SystemExit(1)
 
 
 @click.command()
