@@ -155,3 +155,14 @@ def test_a_version_1_dataset_is_refused_with_the_command_that_repacks_it(src: Pa
     (ds / "index.json").write_text(json.dumps(index))
     with pytest.raises(recpack.ManifestError, match=f"recpack pack {src} {ds} --seed 0 --num-shards 2 --overwrite"):
         recpack.open(ds)
+
+
+def test_identity_campaign_quick() -> None:
+    """Two trials of every identity attack: no wrong record is ever delivered, and verify finds each."""
+    from campaigns.identity import campaign
+
+    results = campaign(2, seed=1)
+    failures = [(attack, o.failures) for attack, outs in results.items() for o in outs if o.failures]
+    assert not failures
+    assert all(sum(o.checked for o in outs) > 0 or attack in ("duplicate", "foreign", "repack")
+               for attack, outs in results.items())
