@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import signal
 import subprocess
@@ -20,11 +19,11 @@ import recpack
 from recpack.errors import PackError
 from recpack.imaging import ImageOptions
 from recpack.pack import PackOptions, pack, plan_shards, shuffle_order
+from recpack.packing import workers as pack_workers
 from recpack.shard import ShardWriter
 from recpack.synth import make_image_folder
 
 QUIET = dict(progress=False, fsync=False)
-pack_mod = importlib.import_module("recpack.pack")  # the module; recpack.pack is the function
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -281,7 +280,7 @@ def test_lmdb_backend_round_trip_and_resume(tiny_jpegs: Path, tmp_path: Path,
     opts = PackOptions(workers=0, backend="lmdb", **QUIET)
     out = tmp_path / "db"
     calls = {"n": 0}
-    real = pack_mod._process
+    real = pack_workers.process
 
     def die_on_second_chunk(items, o):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -289,11 +288,11 @@ def test_lmdb_backend_round_trip_and_resume(tiny_jpegs: Path, tmp_path: Path,
             raise KeyboardInterrupt
         return real(items, o)
 
-    monkeypatch.setattr(pack_mod, "_CHUNK_ITEMS", 5)
-    monkeypatch.setattr(pack_mod, "_process", die_on_second_chunk)
+    monkeypatch.setattr(pack_workers, "CHUNK_ITEMS", 5)
+    monkeypatch.setattr(pack_workers, "process", die_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         pack(tiny_jpegs, out, opts)
-    monkeypatch.setattr(pack_mod, "_process", real)
+    monkeypatch.setattr(pack_workers, "process", real)
     assert not (out / "index.json").exists()
     res = pack(tiny_jpegs, out, opts)
     assert res.resumed == 5

@@ -37,6 +37,7 @@ from ..fileio import open_readonly
 from ..crc import crc32c
 from ..format import FORMAT_VERSION, MAX_DATA_BYTES, MAX_META_BYTES, TABLE_DTYPE, table_row
 from ..index import Manifest
+from ..packing.report import Skipped
 from ..record import Record
 from ..shard import parse_record
 from ..table import Table
@@ -193,7 +194,7 @@ class LmdbWriter:
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
 
-    def add_chunk(self, results: list[tuple[bytes, tuple[Any, int, int]] | None], skipped: list[Any]) -> int:
+    def add_chunk(self, results: list[tuple[bytes, tuple[Any, int, int]] | None], skipped: list[Skipped]) -> int:
         """Commit one chunk: records (None for skipped items) and the skip entries. Returns bytes added."""
         puts: list[tuple[bytes, bytes]] = []
         nbytes = 0
@@ -219,9 +220,7 @@ class LmdbWriter:
         self.items_done, self.records, self.n_skipped = items_done, records, n_skipped
         return nbytes
 
-    def skipped(self) -> list[Any]:
-        from ..pack import Skipped
-
+    def skipped(self) -> list[Skipped]:
         out = []
         with self.env.begin() as txn:
             for i in range(self.n_skipped):

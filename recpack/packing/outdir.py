@@ -1,0 +1,117 @@
+"""The output folder of a pack: what may be written into it, and the resume state.
+
+While a pack runs, ``OUT/.recpack-pack/`` holds ``plan.json`` (the plan's fingerprint and parameters) and one
+``shard-NNNNN.rpk.json`` per finished shard (its size, record count, whole-file CRC32C and skipped inputs).
+A re-run with the same fingerprint keeps those shards; the folder is removed once ``index.json`` is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from ..errors import PackError
+from ..format import SHARD_SUFFIX
+from ..index import MANIFEST_NAME, Manifest, atomic_write, read_manifest
+from ..shard import ShardInfo
+from .report import REPORT_NAME, Skipped
+
+__all__ = ["STATE_DIR", "clear", "disk_error", "load_done", "prepare_out", "save_done", "shard_name"]
+
+STATE_DIR = ".recpack-pack"
+_OUR_FILES = (MANIFEST_NAME, REPORT_NAME, "data.mdb", "lock.mdb")
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}{SHARD_SUFFIX}"
+
+
+def _is_ours(name: str) -> bool:
+    return name in _OUR_FILES or name == STATE_DIR or (name.startswith("shard-") and (
+        name.endswith(SHARD_SUFFIX) or name.endswith(SHARD_SUFFIX + ".tmp"))) or name == MANIFEST_NAME + ".tmp"
+
+
+def clear(out: str) -> None:
+    """Remove every file a pack writes from ``out`` (and nothing else)."""
+    for name in os.listdir(out):
+        if _is_ours(name):
+            p = os.path.join(out, name)
+            shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+
+
+def prepare_out(out: str, fingerprint: str, params: dict[str, object], overwrite: bool) -> Manifest | None:
+    """Make ``out`` ready for the pack with ``fingerprint``; returns the existing manifest when the same pack
+    already finished. Refuses (PackError) a folder holding another dataset, another unfinished pack or files
+    of its own, unless ``overwrite`` (which replaces only recpack's files)."""
+    os.makedirs(out, exist_ok=True)
+    state = os.path.join(out, STATE_DIR)
+    names = os.listdir(out)
+    if MANIFEST_NAME in names:
+        if overwrite:
+            clear(out)
+        else:
+            old = read_manifest(out)
+            if old.pack.get("fingerprint") == fingerprint:
+                return old
+            raise PackError(f"{out}: already holds a recpack dataset packed from other inputs or with other "
+                            "options; pass --overwrite to replace it, or choose another folder")
+    elif os.path.isdir(state):
+        try:
+            with open(os.path.join(state, "plan.json"), "rb") as f:
+                old_fp = json.loads(f.read(1 << 20)).get("fingerprint")
+        except FileNotFoundError:
+            # killed between creating the state folder and writing plan.json: nothing is written before
+            # plan.json, so there is nothing to keep or to protect
+            old_fp = fingerprint
+        except (OSError, ValueError, AttributeError):
+            old_fp = None
+        if old_fp != fingerprint:
+            if not overwrite:
+                raise PackError(f"{out}: holds an unfinished pack of different inputs or options; re-run "
+                                "that command to finish it, or pass --overwrite to discard it")
+            clear(out)
+    elif any(not n.startswith(".") for n in names):
+        raise PackError(f"{out}: folder is not empty and holds no recpack dataset; choose a new or empty "
+                        "folder")
+    os.makedirs(state, exist_ok=True)
+    atomic_write(os.path.join(state, "plan.json"),
+                 json.dumps({"fingerprint": fingerprint, "params": params}, sort_keys=True).encode())
+    return None
+
+
+def disk_error(exc: OSError, out: str, what: str) -> PackError:
+    """The PackError for a full disk while ``what``: the free space and how to resume."""
+    where = out
+    while not os.path.isdir(where) and os.path.dirname(where) != where:  # out itself may not exist yet
+        where = os.path.dirname(where) or "."
+    free = shutil.disk_usage(where).free if os.path.isdir(where) else 0
+    return PackError(f"{what}: {os.strerror(exc.errno or 0)} ({free} bytes free on the device of {out}). "
+                     "Finished shards are kept: free some space and re-run the same command to resume.")
+
+
+def save_done(out: str, i: int, info: ShardInfo, skips: list[Skipped]) -> None:
+    """Record shard ``i`` as finished (atomically), with the inputs it skipped."""
+    doc = {"shard": info.to_json(), "skipped": [[s.key, s.path.encode("utf-8", "surrogateescape").hex(),
+                                                 s.reason] for s in skips]}
+    atomic_write(os.path.join(out, STATE_DIR, shard_name(i) + ".json"), json.dumps(doc).encode())
+
+
+def load_done(out: str, i: int) -> tuple[ShardInfo, list[Skipped]] | None:
+    """Shard ``i`` as a previous run finished it, or None when it has to be (re)written: no record of it,
+    or the shard file is missing or has another size."""
+    name = shard_name(i)
+    try:
+        with open(os.path.join(out, STATE_DIR, name + ".json"), "rb") as f:
+            doc = json.loads(f.read(64 << 20))
+        s = doc["shard"]
+        info = ShardInfo(s["name"], int(s["records"]), int(s["bytes"]), int(s["crc32c"], 16))
+        skips = [Skipped(k, bytes.fromhex(p).decode("utf-8", "surrogateescape"), r) for k, p, r in doc["skipped"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        if info.name != name or os.path.getsize(os.path.join(out, name)) != info.bytes:
+            return None
+    except OSError:
+        return None
+    return info, skips
