@@ -32,7 +32,7 @@ from .fileio import is_disk_full
 from .format import FORMAT_VERSION
 from .index import Manifest, ShardEntry, write_manifest
 from .packing.cluster import dask_shards
-from .packing.options import DEFAULT_SHARD_SIZE, PackOptions
+from .packing.options import DEFAULT_SHARD_SIZE, PackInputError, PackOptions
 from .packing.outdir import STATE_DIR, disk_error, load_done, prepare_out, save_done, shard_name
 from .packing.plan import Plan, make_plan, plan_shards, shuffle_order
 from .packing.report import REPORT_NAME, Skipped, write_report
@@ -44,6 +44,7 @@ from .sources import IMAGE_EXTENSIONS, Source, scan
 __all__ = [
     "DEFAULT_SHARD_SIZE",
     "REPORT_NAME",
+    "PackInputError",
     "STATE_DIR",
     "PackOptions",
     "PackResult",
@@ -93,6 +94,17 @@ def _params(opts: PackOptions, source: Source) -> dict[str, Any]:
     }
 
 
+def _scan(src: str, root: str | None) -> Source:
+    """:func:`recpack.sources.scan` with its errors as PackErrors (the CLI's ``error:`` line)."""
+    try:
+        return scan(src, root)
+    except ValueError as exc:  # a malformed list line, a duplicate key: the message names the file and line
+        raise PackInputError(str(exc)) from None
+    except OSError as exc:
+        raise PackError(f"{exc.filename or src}: cannot read the source ({exc.strerror or exc}); fix its "
+                        "permissions, or move it out of the source") from None
+
+
 def _pack_shards(out: str, plan: Plan, opts: PackOptions, pool: Pool, bar: Meter
                  ) -> tuple[list[ShardInfo], list[Skipped], int]:
     """Write every shard a previous run did not finish (locally or on the Dask cluster); returns the shards
@@ -131,7 +143,7 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
     opts.validate()
     t0 = time.perf_counter()
     out = os.fspath(out)
-    source = src if isinstance(src, Source) else scan(os.fspath(src), None if root is None else os.fspath(root))
+    source = src if isinstance(src, Source) else _scan(os.fspath(src), None if root is None else os.fspath(root))
     if not source.items:
         raise PackError(f"{src}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}); "
                         "pass an ImageFolder tree, a .lst file or a list of image paths")

@@ -3,15 +3,36 @@ read or written."""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import imaging
+from ..errors import PackError
 from ..imaging import ImageOptions
 
-__all__ = ["DEFAULT_SHARD_SIZE", "PackOptions"]
+__all__ = ["DEFAULT_SHARD_SIZE", "PackInputError", "PackOptions"]
 
 DEFAULT_SHARD_SIZE = 256 << 20
+_I64 = 1 << 63
+
+
+class PackInputError(PackError, ValueError):
+    """The options or the source listing cannot be used; the message names the option, or the list file and
+    line, and what to do. Both a PackError (the CLI prints ``error: ...``) and a ValueError."""
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as an int when it is a whole number (not a bool), else None."""
+    try:
+        return None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        return None
+
+
+def _at_least(value: Any, low: int) -> bool:
+    n = _whole(value)
+    return n is not None and n >= low
 
 
 @dataclass(frozen=True)
@@ -42,19 +63,23 @@ class PackOptions:
     scheduler: Any = None
 
     def validate(self) -> None:
-        """Raise ValueError naming the first option that cannot be used, and what to use instead."""
+        """Raise :class:`PackInputError` naming the first option that cannot be used, and what to use instead."""
+        seed = _whole(self.seed)
+        if seed is None or not 0 <= seed < _I64:
+            raise PackInputError(f"seed must be a whole number in 0..2**63-1, not {self.seed!r}")
         if self.backend not in ("shards", "lmdb"):
-            raise ValueError(f"backend must be 'shards' or 'lmdb', not {self.backend!r}")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be a positive number of bytes, not {self.shard_size}")
-        if self.num_shards is not None and self.num_shards < 1:
-            raise ValueError(f"num_shards must be >= 1, not {self.num_shards}")
-        if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be >= 0, not {self.workers}")
+            raise PackInputError(f"backend must be 'shards' or 'lmdb', not {self.backend!r}")
+        size = _whole(self.shard_size)
+        if size is None or not 1 <= size < _I64:
+            raise PackInputError(f"shard_size must be a number of bytes in 1..2**63-1, not {self.shard_size!r}")
+        if self.num_shards is not None and not _at_least(self.num_shards, 1):
+            raise PackInputError(f"num_shards must be a whole number >= 1, not {self.num_shards!r}")
+        if self.workers is not None and not _at_least(self.workers, 0):
+            raise PackInputError(f"workers must be a whole number >= 0, not {self.workers!r}")
         if self.image.restart_markers:
             why = imaging.restart_markers_available()
             if why is not None:
-                raise ValueError(why)
+                raise PackInputError(why)
         if self.scheduler is not None and self.backend != "shards":
-            raise ValueError("a Dask scheduler writes shard files; use backend='shards' (or no scheduler for "
-                             "lmdb)")
+            raise PackInputError("a Dask scheduler writes shard files; use backend='shards' (or no scheduler "
+                                 "for lmdb)")

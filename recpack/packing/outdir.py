@@ -64,7 +64,7 @@ def prepare_out(out: str, fingerprint: str, params: dict[str, object], overwrite
             # killed between creating the state folder and writing plan.json: nothing is written before
             # plan.json, so there is nothing to keep or to protect
             old_fp = fingerprint
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):  # damaged: not ours to resume
             old_fp = None
         if old_fp != fingerprint:
             if not overwrite:
@@ -107,7 +107,7 @@ def load_done(out: str, i: int) -> tuple[ShardInfo, list[Skipped]] | None:
         s = doc["shard"]
         info = ShardInfo(s["name"], int(s["records"]), int(s["bytes"]), int(s["crc32c"], 16))
         skips = [Skipped(k, bytes.fromhex(p).decode("utf-8", "surrogateescape"), r) for k, p, r in doc["skipped"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # damaged: write the shard again
         return None
     try:
         if info.name != name or os.path.getsize(os.path.join(out, name)) != info.bytes:
