@@ -33,7 +33,8 @@ from .format import FORMAT_VERSION
 from .index import Manifest, ShardEntry, write_manifest
 from .packing.cluster import dask_shards
 from .packing.options import DEFAULT_SHARD_SIZE, PackInputError, PackOptions
-from .packing.outdir import STATE_DIR, disk_error, load_done, prepare_out, save_done, shard_name
+from .packing.outdir import (STATE_DIR, disk_error, load_done, prepare_out, refuse_inside, save_done,
+                             shard_name)
 from .packing.plan import Plan, make_plan, plan_shards, shuffle_order
 from .packing.report import REPORT_NAME, Skipped, write_report
 from .packing.workers import CHUNK_ITEMS, Pool, chunks, default_workers
@@ -143,6 +144,8 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
     opts.validate()
     t0 = time.perf_counter()
     out = os.fspath(out)
+    if not isinstance(src, Source):
+        refuse_inside(out, os.fspath(src))
     source = src if isinstance(src, Source) else _scan(os.fspath(src), None if root is None else os.fspath(root))
     if not source.items:
         raise PackError(f"{src}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}); "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import TypeAlias
 from collections.abc import Callable, Iterator
@@ -76,7 +77,8 @@ def scan(src: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
     directory); it must be None for a folder, whose root is the folder itself.
     Raises ValueError for a missing ``src``, a malformed list line (naming the file and line: not of the
     form, a label or index out of range, a NUL in a path) or a duplicate key; OSError when a directory or the
-    list cannot be read. An empty result is returned as is.
+    list cannot be read. An empty result is returned as is. Class folders without images are kept as classes,
+    with a warning (see :func:`_warn_empty_classes`).
     """
     src_s = os.fsdecode(src)
     if os.path.isdir(src_s):
@@ -172,8 +174,23 @@ def _scan_dir(top: str) -> Source:
         if a.key == b.key:  # only possible when escaping two different undecodable names collides
             raise ValueError(f"{a.path!r} and {b.path!r} map to the same key {a.key!r}; rename one of them")
     names = tuple(_text(e.name) for e in classes)
+    _warn_empty_classes(top, names, {it.label for it in items})
     kind = "imagefolder" if classes else "folder"
     return Source(kind, top, tuple(items), names, ignored)
+
+
+def _warn_empty_classes(top: str, names: tuple[str, ...], used: set[Label]) -> None:
+    """Warn about class folders without images. They stay classes -- every folder keeps the label of its
+    place among the sorted names, as in a train split whose val split lacks a class, and as torchvision's
+    ``ImageFolder(allow_empty=True)`` -- but an empty class is more often a mistake, so say so."""
+    empty = [f"{name!r} (label {label})" for label, name in enumerate(names) if label not in used]
+    if empty:
+        warnings.warn(
+            f"{top}: class folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:10])}"
+            f"{f' and {len(empty) - 10} more' if len(empty) > 10 else ''} hold no images; they are kept as "
+            "classes with no records, so every label stays the index of its folder among the sorted names. "
+            "Add the images, or remove the empty folders to drop those classes (later labels then shift down)",
+            stacklevel=3)
 
 
 _I64 = 1 << 63

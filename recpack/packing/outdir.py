@@ -17,7 +17,8 @@ from ..index import MANIFEST_NAME, Manifest, atomic_write, read_manifest
 from ..shard import ShardInfo
 from .report import REPORT_NAME, Skipped
 
-__all__ = ["STATE_DIR", "clear", "disk_error", "load_done", "prepare_out", "save_done", "shard_name"]
+__all__ = ["STATE_DIR", "clear", "disk_error", "load_done", "prepare_out", "refuse_inside", "save_done",
+           "shard_name"]
 
 STATE_DIR = ".recpack-pack"
 _OUR_FILES = (MANIFEST_NAME, REPORT_NAME, "data.mdb", "lock.mdb")
@@ -38,6 +39,25 @@ def clear(out: str) -> None:
         if _is_ours(name):
             p = os.path.join(out, name)
             shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+
+
+def refuse_inside(out: str, src: str) -> None:
+    """Refuse (PackError) an output folder inside the source folder ``src``, where the next scan would take
+    the pack's own files for input: in an ImageFolder the output folder would become a class (shifting the
+    labels of the classes after it), and a re-run would plan other inputs and could not resume. A hidden
+    folder (a name starting with '.') is allowed: scans skip hidden entries."""
+    if not os.path.isdir(src):
+        return
+    try:
+        rel = os.path.relpath(os.path.realpath(out), os.path.realpath(src))
+    except ValueError:  # on another drive (Windows)
+        return
+    parts = rel.split(os.sep)
+    if parts[0] == os.pardir or any(p.startswith(".") and p != os.curdir for p in parts):
+        return
+    raise PackError(f"{out}: the output folder is inside the source folder {src}, so the next scan would take "
+                    "it for input (in an ImageFolder, a class of its own that shifts the labels, and a re-run "
+                    "could not resume); choose an output folder outside the source")
 
 
 def prepare_out(out: str, fingerprint: str, params: dict[str, object], overwrite: bool) -> Manifest | None:
