@@ -33,10 +33,10 @@ from .format import FORMAT_VERSION
 from .index import Manifest, ShardEntry, write_manifest
 from .packing.cluster import dask_shards
 from .packing.options import DEFAULT_SHARD_SIZE, PackInputError, PackOptions
-from .packing.outdir import (STATE_DIR, disk_error, load_done, prepare_out, refuse_inside, save_done,
+from .packing.outdir import (STATE_DIR, clear, disk_error, load_done, prepare_out, refuse_inside, save_done,
                              shard_name)
 from .packing.plan import Plan, make_plan, plan_shards, shuffle_order
-from .packing.report import REPORT_NAME, Skipped, write_report
+from .packing.report import REPORT_NAME, Skipped, nothing_packed, write_report
 from .packing.workers import CHUNK_ITEMS, Pool, chunks, default_workers
 from .packing.write import Meter, pack_lmdb, write_shard
 from .shard import ShardInfo
@@ -139,7 +139,10 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
          *, root: str | os.PathLike[str] | None = None) -> PackResult:
     """Pack the images found at ``src`` (ImageFolder tree, ``.lst`` file or list file) into the dataset
     folder ``out``. Returns a :class:`PackResult`; bad inputs are skipped and listed in
-    ``out/pack-report.tsv`` unless ``options.strict``. Re-running after an interruption resumes."""
+    ``out/pack-report.tsv`` unless ``options.strict``. Re-running after an interruption resumes.
+
+    Raises PackError when nothing can be packed: no images found, or every one skipped (then only the
+    report is left in ``out``, and the error gives the reasons with their counts and the likely fix)."""
     opts = options or PackOptions()
     opts.validate()
     t0 = time.perf_counter()
@@ -174,6 +177,9 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
             records, nbytes, skipped, resumed = pack_lmdb(out, plan, opts, pool, bar)
             infos = []
         write_report(out, skipped)
+        if records == 0:  # publish nothing; keep the report, which says why, and let any pack reuse the folder
+            clear(out, keep=(REPORT_NAME,))
+            raise nothing_packed(out, plan.source, skipped, root is not None)
     except OSError as exc:  # shards turn their own into PackError; this is progress records and the report
         if is_disk_full(exc):
             raise disk_error(exc, out, "writing progress records or the pack report") from None

@@ -33,10 +33,10 @@ def _is_ours(name: str) -> bool:
         name.endswith(SHARD_SUFFIX) or name.endswith(SHARD_SUFFIX + ".tmp"))) or name == MANIFEST_NAME + ".tmp"
 
 
-def clear(out: str) -> None:
-    """Remove every file a pack writes from ``out`` (and nothing else)."""
+def clear(out: str, keep: tuple[str, ...] = ()) -> None:
+    """Remove every file a pack writes from ``out`` (and nothing else), except the names in ``keep``."""
     for name in os.listdir(out):
-        if _is_ours(name):
+        if _is_ours(name) and name not in keep:
             p = os.path.join(out, name)
             shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
 
@@ -91,7 +91,7 @@ def prepare_out(out: str, fingerprint: str, params: dict[str, object], overwrite
                 raise PackError(f"{out}: holds an unfinished pack of different inputs or options; re-run "
                                 "that command to finish it, or pass --overwrite to discard it")
             clear(out)
-    elif any(not n.startswith(".") for n in names):
+    elif any(not n.startswith(".") and n != REPORT_NAME for n in names):  # (a report alone: nothing packed)
         raise PackError(f"{out}: folder is not empty and holds no recpack dataset; choose a new or empty "
                         "folder")
     os.makedirs(state, exist_ok=True)
