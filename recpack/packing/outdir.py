@@ -2,7 +2,8 @@
 
 While a pack runs, ``OUT/.recpack-pack/`` holds ``plan.json`` (the plan's fingerprint and parameters) and one
 ``shard-NNNNN.rpk.json`` per finished shard (its size, record count, whole-file CRC32C and skipped inputs).
-A re-run with the same fingerprint keeps those shards; the folder is removed once ``index.json`` is written.
+A re-run with the same fingerprint keeps those shards whose whole-file CRC32C still matches (one sequential read
+of each); the folder is removed once ``index.json`` is written.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 
-from ..errors import PackError
+from ..errors import FormatError, PackError
+from ..fileio import file_crc, open_readonly
 from ..format import SHARD_SUFFIX
 from ..index import MANIFEST_NAME, Manifest, atomic_write, read_manifest
 from ..shard import ShardInfo
@@ -119,7 +122,8 @@ def save_done(out: str, i: int, info: ShardInfo, skips: list[Skipped]) -> None:
 
 def load_done(out: str, i: int) -> tuple[ShardInfo, list[Skipped]] | None:
     """Shard ``i`` as a previous run finished it, or None when it has to be (re)written: no record of it,
-    or the shard file is missing or has another size."""
+    or the shard file is missing, has another size or another whole-file CRC32C than when it was finished
+    (then with a warning). Costs one sequential read of the kept shard."""
     name = shard_name(i)
     try:
         with open(os.path.join(out, STATE_DIR, name + ".json"), "rb") as f:
@@ -129,9 +133,19 @@ def load_done(out: str, i: int) -> tuple[ShardInfo, list[Skipped]] | None:
         skips = [Skipped(k, bytes.fromhex(p).decode("utf-8", "surrogateescape"), r) for k, p, r in doc["skipped"]]
     except (OSError, ValueError, KeyError, TypeError, RecursionError):  # damaged: write the shard again
         return None
+    path = os.path.join(out, name)
     try:
-        if info.name != name or os.path.getsize(os.path.join(out, name)) != info.bytes:
+        if info.name != name or os.path.getsize(path) != info.bytes:
             return None
-    except OSError:
+        fd = open_readonly(path)
+        try:
+            crc = file_crc(fd, info.bytes)
+        finally:
+            os.close(fd)
+    except (OSError, FormatError):
+        return None
+    if crc != info.crc32c:
+        warnings.warn(f"{path}: changed since it was finished (CRC32C {crc:08x}, {info.crc32c:08x} when written); "
+                      "writing it again", stacklevel=2)
         return None
     return info, skips
