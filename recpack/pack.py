@@ -31,6 +31,7 @@ from .errors import PackError
 from .fileio import is_disk_full
 from .format import FORMAT_VERSION
 from .index import Manifest, ShardEntry, write_manifest
+from .interrupts import signals_as_interrupt
 from .packing.cluster import dask_shards
 from .packing.options import DEFAULT_SHARD_SIZE, PackInputError, PackOptions
 from .packing.outdir import (STATE_DIR, clear, disk_error, load_done, prepare_out, refuse_inside, save_done,
@@ -142,7 +143,16 @@ def pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opti
     ``out/pack-report.tsv`` unless ``options.strict``. Re-running after an interruption resumes.
 
     Raises PackError when nothing can be packed: no images found, or every one skipped (then only the
-    report is left in ``out``, and the error gives the reasons with their counts and the likely fix)."""
+    report is left in ``out``, and the error gives the reasons with their counts and the likely fix).
+
+    In the main thread, SIGTERM and SIGHUP stop the pack like Ctrl-C (a KeyboardInterrupt, after removing the
+    shard being written and stopping the pool), so a re-run resumes from the finished shards."""
+    with signals_as_interrupt():
+        return _pack(src, out, options, root)
+
+
+def _pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], options: PackOptions | None,
+          root: str | os.PathLike[str] | None) -> PackResult:
     opts = options or PackOptions()
     opts.validate()
     t0 = time.perf_counter()

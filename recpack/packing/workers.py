@@ -8,11 +8,13 @@ N workers has ``3 * N`` chunks in flight without holding much memory.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
@@ -81,15 +83,32 @@ def chunks(plan: Plan, positions: np.ndarray) -> Iterator[list[SourceItem]]:
         yield chunk
 
 
+def _init_worker() -> None:
+    """Pool worker start-up: leave Ctrl-C to the parent (which stops the pool after cleaning up), and end this
+    process when the parent ends, however it ends: a worker blocked on its task queue would otherwise wait
+    forever after a SIGKILL of the parent (the queue's pipe stays open in the worker itself)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), name="recpack-parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: Any) -> None:
+    parent.join()  # waits on the parent's sentinel (a pipe on POSIX, a process handle on Windows): no polling
+    os._exit(1)
+
+
 class Pool:
-    """Runs :func:`process` on chunks, in order, in a process pool (or inline for workers <= 1)."""
+    """Runs :func:`process` on chunks, in order, in a process pool (or inline for workers <= 1). Workers are
+    spawned (not forked: no inherited threads or locks), ignore SIGINT and exit when this process exits."""
 
     def __init__(self, workers: int, opts: ImageOptions) -> None:
         self.opts = opts
         self.workers = workers
         self.ex: ProcessPoolExecutor | None = None
         if workers > 1:
-            self.ex = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+            self.ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=_init_worker)
 
     def map(self, chunks: Iterator[list[SourceItem]]) -> Iterator[tuple[list[SourceItem], list[Result]]]:
         if self.ex is None:

@@ -68,9 +68,10 @@ def write_shard(out: str, i: int, processed: Iterable[tuple[list[SourceItem], li
     attempts at one shard never write the same file)."""
     name = shard_name(i)
     tmp = os.path.join(out, tmp_name or name + ".tmp")
-    writer = ShardWriter(tmp, bytes.fromhex(dataset_id), i)
+    writer: ShardWriter | None = None
     skips: list[Skipped] = []
     try:
+        writer = ShardWriter(tmp, bytes.fromhex(dataset_id), i)
         for chunk, results in processed:
             nbytes = 0
             for it, (kind, a, b) in zip(chunk, results):
@@ -90,15 +91,23 @@ def write_shard(out: str, i: int, processed: Iterable[tuple[list[SourceItem], li
             raise PackError(f"{exc}; reading the shard back did not give what was written (failing disk "
                             "or memory?). Re-run the same command to rewrite it") from None
         os.replace(tmp, os.path.join(out, name))
-    except OSError as exc:
-        writer.abort()
-        if is_disk_full(exc):
+    except BaseException as exc:
+        # also when a signal (as KeyboardInterrupt) lands inside ShardWriter() after it created the file
+        if writer is not None:
+            writer.abort()
+        else:
+            _unlink(tmp)
+        if isinstance(exc, OSError) and is_disk_full(exc):
             raise disk_error(exc, out, f"writing shard {name}") from None
         raise
-    except BaseException:
-        writer.abort()
-        raise
     return ShardInfo(name, writer.records, size, writer.file_crc), skips
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def pack_lmdb(out: str, plan: Plan, opts: PackOptions, pool: Pool, bar: Meter) -> tuple[int, int, list[Skipped], int]:
