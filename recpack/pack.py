@@ -22,20 +22,21 @@ records progress and writes ``index.json`` (docs/scaling.md).
 from __future__ import annotations
 
 import os
-import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import PackError
-from .fileio import is_disk_full
 from .format import FORMAT_VERSION
 from .index import Manifest, ShardEntry, write_manifest
 from .interrupts import signals_as_interrupt
 from .packing.cluster import dask_shards
+from .packing.lock import PackLock
 from .packing.options import DEFAULT_SHARD_SIZE, PackInputError, PackOptions
-from .packing.outdir import (STATE_DIR, clear, disk_error, load_done, prepare_out, refuse_inside, save_done,
-                             shard_name)
+from .packing.outdir import (STATE_DIR, clear, load_done, output_error, prepare_out, refuse_inside,
+                             save_done, shard_name)
 from .packing.plan import Plan, make_plan, plan_shards, shuffle_order
 from .packing.report import REPORT_NAME, Skipped, nothing_packed, write_report
 from .packing.workers import CHUNK_ITEMS, Pool, chunks, default_workers
@@ -165,35 +166,39 @@ def _pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opt
                         "pass an ImageFolder tree, a .lst file or a list of image paths")
     params = _params(opts, source)
     plan = make_plan(source, opts.seed, opts.shard_size, opts.num_shards, params)
-    try:
-        existing = prepare_out(out, plan.fingerprint, params, opts.overwrite)
-    except OSError as exc:  # a disk full before the first shard
-        if is_disk_full(exc):
-            raise disk_error(exc, out, "preparing the output folder") from None
-        raise
+    with _writing(out, "preparing the output folder"):
+        existing, lock = prepare_out(out, plan.fingerprint, params, opts.overwrite)
     if existing is not None:
         return PackResult(out, existing.records, [], [ShardInfo(s.name, s.records, s.bytes, s.crc32c)
                                                      for s in existing.shards], existing.total_bytes,
                           len(plan.order), 0.0, already_done=True)
+    assert lock is not None
+    try:
+        return _write(out, plan, opts, params, root is not None, lock, t0)
+    finally:
+        lock.release()
+
+
+def _write(out: str, plan: Plan, opts: PackOptions, params: dict[str, Any], root_given: bool, lock: PackLock,
+           t0: float) -> PackResult:
+    """Everything after planning, under the lock on ``out``: records, report, manifest."""
     workers = default_workers(opts.image) if opts.workers is None else opts.workers
     n = len(plan.order)
     bar = Meter(n, f"pack {os.path.basename(out.rstrip('/')) or out}", opts.progress)
     pool = Pool(0 if opts.scheduler is not None else min(workers, max(1, n // CHUNK_ITEMS)), opts.image)
     try:
-        if opts.backend == "shards":
-            infos, skipped, resumed = _pack_shards(out, plan, opts, pool, bar)
-            records, nbytes = sum(s.records for s in infos), sum(s.bytes for s in infos)
-        else:
-            records, nbytes, skipped, resumed = pack_lmdb(out, plan, opts, pool, bar)
-            infos = []
-        write_report(out, skipped)
-        if records == 0:  # publish nothing; keep the report, which says why, and let any pack reuse the folder
-            clear(out, keep=(REPORT_NAME,))
-            raise nothing_packed(out, plan.source, skipped, root is not None)
-    except OSError as exc:  # shards turn their own into PackError; this is progress records and the report
-        if is_disk_full(exc):
-            raise disk_error(exc, out, "writing progress records or the pack report") from None
-        raise
+        with _writing(out, "writing the shards, progress records or the pack report"):
+            if opts.backend == "shards":
+                infos, skipped, resumed = _pack_shards(out, plan, opts, pool, bar)
+                records, nbytes = sum(s.records for s in infos), sum(s.bytes for s in infos)
+            else:
+                records, nbytes, skipped, resumed = pack_lmdb(out, plan, opts, pool, bar)
+                infos = []
+            write_report(out, skipped)
+            if records == 0:  # publish nothing; keep the report, which says why; any pack may reuse the folder
+                clear(out, keep=(REPORT_NAME, STATE_DIR))
+                lock.release(remove_state=True)
+                raise nothing_packed(out, plan.source, skipped, root_given)
     finally:
         pool.close()
         bar.close()
@@ -203,11 +208,16 @@ def _pack(src: str | os.PathLike[str] | Source, out: str | os.PathLike[str], opt
                         dataset_id=plan.fingerprint,
                         pack={**params, "fingerprint": plan.fingerprint,
                               "source_items": n, "skipped": len(skipped), "report": REPORT_NAME})
-    try:
+    with _writing(out, "writing index.json"):
         write_manifest(out, manifest)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise disk_error(exc, out, "writing index.json") from None
-        raise
-    shutil.rmtree(os.path.join(out, STATE_DIR), ignore_errors=True)
+    lock.release(remove_state=True)
     return PackResult(out, records, skipped, infos, nbytes, n, time.perf_counter() - t0, resumed)
+
+
+@contextmanager
+def _writing(out: str, what: str) -> Iterator[None]:
+    """OSErrors of the block (a full disk, a read-only folder) as the PackError that says what to do."""
+    try:
+        yield
+    except OSError as exc:
+        raise output_error(exc, out, what) from None

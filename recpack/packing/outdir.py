@@ -8,19 +8,21 @@ of each); the folder is removed once ``index.json`` is written.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import warnings
 
 from ..errors import FormatError, PackError
-from ..fileio import file_crc, open_readonly
+from ..fileio import file_crc, is_disk_full, open_readonly
 from ..format import SHARD_SUFFIX
 from ..index import MANIFEST_NAME, Manifest, atomic_write, read_manifest
 from ..shard import ShardInfo
+from .lock import LOCK_NAME, PackLock
 from .report import REPORT_NAME, Skipped
 
-__all__ = ["STATE_DIR", "clear", "disk_error", "load_done", "prepare_out", "refuse_inside", "save_done",
+__all__ = ["STATE_DIR", "clear", "load_done", "output_error", "prepare_out", "refuse_inside", "save_done",
            "shard_name"]
 
 STATE_DIR = ".recpack-pack"
@@ -63,54 +65,91 @@ def refuse_inside(out: str, src: str) -> None:
                     "could not resume); choose an output folder outside the source")
 
 
-def prepare_out(out: str, fingerprint: str, params: dict[str, object], overwrite: bool) -> Manifest | None:
-    """Make ``out`` ready for the pack with ``fingerprint``; returns the existing manifest when the same pack
-    already finished. Refuses (PackError) a folder holding another dataset, another unfinished pack or files
-    of its own, unless ``overwrite`` (which replaces only recpack's files)."""
+def prepare_out(out: str, fingerprint: str, params: dict[str, object], overwrite: bool
+                ) -> tuple[Manifest, None] | tuple[None, PackLock]:
+    """Make ``out`` ready for the pack with ``fingerprint``: returns (the existing manifest, None) when the same
+    pack already finished, else (None, the lock on ``out``, to release when done). Refuses (PackError) a folder
+    that another pack is writing to, or that holds another dataset, another unfinished pack or files not made
+    by recpack; ``overwrite`` replaces the first two (only recpack's files)."""
     os.makedirs(out, exist_ok=True)
     state = os.path.join(out, STATE_DIR)
+    if not os.path.isdir(state):  # refuse before creating anything in a folder that is not ours
+        done = _finished(out, fingerprint, overwrite)
+        if done is not None:
+            return done, None
+    os.makedirs(state, exist_ok=True)
+    lock = PackLock(out, state)
+    try:
+        done = _finished(out, fingerprint, overwrite)  # again, under the lock: another pack may have finished
+        if done is not None:
+            lock.release(remove_state=True)
+            return done, None
+        replace = MANIFEST_NAME in os.listdir(out)  # (left by _finished only with overwrite)
+        if replace or _planned(state, fingerprint) != fingerprint:
+            if not replace and not overwrite:
+                raise PackError(f"{out}: holds an unfinished pack of different inputs or options; re-run "
+                                "that command to finish it, or pass --overwrite to discard it")
+            clear(out, keep=(STATE_DIR,))
+            for name in os.listdir(state):
+                if name != LOCK_NAME:
+                    os.unlink(os.path.join(state, name))
+        atomic_write(os.path.join(state, "plan.json"),
+                     json.dumps({"fingerprint": fingerprint, "params": params}, sort_keys=True).encode())
+    except BaseException:
+        lock.release()
+        raise
+    return None, lock
+
+
+def _finished(out: str, fingerprint: str, overwrite: bool) -> Manifest | None:
+    """The manifest of ``out`` when it holds this pack, finished; raises PackError when it holds something
+    this pack may not replace; None otherwise."""
     names = os.listdir(out)
     if MANIFEST_NAME in names:
         if overwrite:
-            clear(out)
-        else:
-            old = read_manifest(out)
-            if old.pack.get("fingerprint") == fingerprint:
-                return old
-            raise PackError(f"{out}: already holds a recpack dataset packed from other inputs or with other "
-                            "options; pass --overwrite to replace it, or choose another folder")
-    elif os.path.isdir(state):
-        try:
-            with open(os.path.join(state, "plan.json"), "rb") as f:
-                old_fp = json.loads(f.read(1 << 20)).get("fingerprint")
-        except FileNotFoundError:
-            # killed between creating the state folder and writing plan.json: nothing is written before
-            # plan.json, so there is nothing to keep or to protect
-            old_fp = fingerprint
-        except (OSError, ValueError, AttributeError, RecursionError):  # damaged: not ours to resume
-            old_fp = None
-        if old_fp != fingerprint:
-            if not overwrite:
-                raise PackError(f"{out}: holds an unfinished pack of different inputs or options; re-run "
-                                "that command to finish it, or pass --overwrite to discard it")
-            clear(out)
-    elif any(not n.startswith(".") and n != REPORT_NAME for n in names):  # (a report alone: nothing packed)
+            return None
+        old = read_manifest(out)
+        if old.pack.get("fingerprint") == fingerprint:
+            return old
+        raise PackError(f"{out}: already holds a recpack dataset packed from other inputs or with other "
+                        "options; pass --overwrite to replace it, or choose another folder")
+    if STATE_DIR not in names and any(not n.startswith(".") and n != REPORT_NAME for n in names):
+        # (a report alone is what a pack that packed nothing leaves)
         raise PackError(f"{out}: folder is not empty and holds no recpack dataset; choose a new or empty "
                         "folder")
-    os.makedirs(state, exist_ok=True)
-    atomic_write(os.path.join(state, "plan.json"),
-                 json.dumps({"fingerprint": fingerprint, "params": params}, sort_keys=True).encode())
     return None
 
 
-def disk_error(exc: OSError, out: str, what: str) -> PackError:
-    """The PackError for a full disk while ``what``: the free space and how to resume."""
-    where = out
-    while not os.path.isdir(where) and os.path.dirname(where) != where:  # out itself may not exist yet
-        where = os.path.dirname(where) or "."
-    free = shutil.disk_usage(where).free if os.path.isdir(where) else 0
-    return PackError(f"{what}: {os.strerror(exc.errno or 0)} ({free} bytes free on the device of {out}). "
-                     "Finished shards are kept: free some space and re-run the same command to resume.")
+def _planned(state: str, fingerprint: str) -> str | None:
+    """The fingerprint of the unfinished pack in ``state`` (``fingerprint`` itself when none was planned
+    yet: nothing is written before plan.json), or None when plan.json is damaged."""
+    try:
+        with open(os.path.join(state, "plan.json"), "rb") as f:
+            found = json.loads(f.read(1 << 20)).get("fingerprint")
+    except FileNotFoundError:
+        return fingerprint
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def output_error(exc: OSError, out: str, what: str) -> PackError:
+    """The PackError for ``exc``, raised while ``what`` in the output folder ``out``: for a full disk
+    (:func:`recpack.fileio.is_disk_full`) the space left and how to resume; for a folder that cannot be written
+    what to do; else the system's message. What was finished is kept, so a re-run resumes."""
+    name = f"{exc.filename}: " if exc.filename else ""
+    if is_disk_full(exc):
+        where = out
+        while not os.path.isdir(where) and os.path.dirname(where) != where:  # out itself may not exist yet
+            where = os.path.dirname(where) or "."
+        free = shutil.disk_usage(where).free if os.path.isdir(where) else 0
+        return PackError(f"{what}: {os.strerror(exc.errno or 0)} ({free} bytes free on the device of {out}). "
+                         "Finished shards are kept: free some space and re-run the same command to resume.")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return PackError(f"{what}: {name}{exc.strerror}; the output folder {out} must be writable: fix its "
+                         "permissions or mount, or choose another output folder")
+    return PackError(f"{what}: {name}{exc.strerror or exc}. Finished shards are kept: fix the cause and re-run "
+                     "the same command to resume.")
 
 
 def save_done(out: str, i: int, info: ShardInfo, skips: list[Skipped]) -> None:

@@ -17,12 +17,11 @@ from tqdm import tqdm
 
 from ..backends.lmdb import LmdbWriter
 from ..errors import FormatError, PackError
-from ..fileio import is_disk_full
 from ..format import table_row
 from ..shard import ShardInfo, ShardWriter, confirm_written
 from ..sources import SourceItem
 from .options import PackOptions
-from .outdir import disk_error, shard_name
+from .outdir import output_error, shard_name
 from .plan import Plan
 from .report import Skipped
 from .workers import Pool, Result, chunks
@@ -97,8 +96,8 @@ def write_shard(out: str, i: int, processed: Iterable[tuple[list[SourceItem], li
             writer.abort()
         else:
             _unlink(tmp)
-        if isinstance(exc, OSError) and is_disk_full(exc):
-            raise disk_error(exc, out, f"writing shard {name}") from None
+        if isinstance(exc, OSError):
+            raise output_error(exc, out, f"writing shard {name}") from None
         raise
     return ShardInfo(name, writer.records, size, writer.file_crc), skips
 
@@ -114,11 +113,10 @@ def pack_lmdb(out: str, plan: Plan, opts: PackOptions, pool: Pool, bar: Meter) -
     """Write every item of ``plan`` to ``out/data.mdb``, resuming after the last committed chunk of an
     earlier run. Returns (records, database bytes, skipped inputs, items kept from the earlier run)."""
     positions = np.arange(len(plan.order))
-    with LmdbWriter(out, plan.fingerprint, map_size=2 * plan.source_bytes + (64 << 20)) as w:
-        start = w.items_done
-        resumed = start
-        bar.update(start)
-        try:
+    try:
+        with LmdbWriter(out, plan.fingerprint, map_size=2 * plan.source_bytes + (64 << 20)) as w:
+            start = w.items_done
+            bar.update(start)
             for chunk, results in pool.map(chunks(plan, positions[start:])):
                 for it, (kind, _, reason) in zip(chunk, results):
                     if kind == "skip" and opts.strict:
@@ -128,8 +126,6 @@ def pack_lmdb(out: str, plan: Plan, opts: PackOptions, pool: Pool, bar: Meter) -
                                       if r[0] == "skip"])
                 bar.update(len(chunk), nbytes)
             nbytes = w.finish(plan.source.classes)
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise disk_error(exc, out, "writing the LMDB database") from None
-            raise
-        return w.records, nbytes, w.skipped(), resumed
+            return w.records, nbytes, w.skipped(), start
+    except OSError as exc:
+        raise output_error(exc, out, "writing the LMDB database") from None
