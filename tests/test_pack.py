@@ -418,3 +418,12 @@ def test_nothing_packed_in_the_cli_exits_1(tmp_path: Path) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "no images were packed: all 2 inputs were skipped (1 not an image, 1 empty file)" in r.stderr
     assert not (tmp_path / "ds" / "index.json").exists()
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tiny_jpegs: Path, tmp_path: Path) -> None:
+    log = tmp_path / "pack.log"
+    with open(log, "w") as f:
+        r = subprocess.run([sys.executable, "-m", "recpack", "pack", str(tiny_jpegs), str(tmp_path / "ds"),
+                            "--workers", "0"], stdout=subprocess.DEVNULL, stderr=f)
+    assert r.returncode == 0
+    assert log.read_text() == ""  # no bar, not even a final one: a file gets no refresh lines

@@ -30,10 +30,11 @@ __all__ = ["Meter", "pack_lmdb", "strict_error", "write_shard"]
 
 
 class Meter:
-    """A tqdm bar counting images that also shows MB/s written."""
+    """A tqdm bar counting images that also shows MB/s written. Shown only when ``enabled`` and stderr is a
+    terminal (tqdm's ``disable=None``): redirected to a file, a bar would write a line per refresh."""
 
     def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.bar = tqdm(total=total, unit="img", desc=desc, disable=not enabled, dynamic_ncols=True,
+        self.bar = tqdm(total=total, unit="img", desc=desc, disable=None if enabled else True, dynamic_ncols=True,
                         smoothing=0.1)
         self.t0 = time.perf_counter()
         self.nbytes = 0
