@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import TypeAlias
 from collections.abc import Callable, Iterator
@@ -74,8 +75,10 @@ def scan(src: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
 
     ``root`` is the directory that relative paths in a list are relative to (default: the list file's
     directory); it must be None for a folder, whose root is the folder itself.
-    Raises ValueError for a missing ``src``, a malformed list line or a duplicate key; OSError when a
-    directory cannot be listed. An empty result is returned as is.
+    Raises ValueError for a missing ``src``, a malformed list line (naming the file and line: not of the
+    form, a label or index out of range, a NUL in a path) or a duplicate key; OSError when a directory or the
+    list cannot be read. An empty result is returned as is. Class folders without images are kept as classes,
+    with a warning (see :func:`_warn_empty_classes`).
     """
     src_s = os.fsdecode(src)
     if os.path.isdir(src_s):
@@ -119,25 +122,27 @@ def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _raise(err: OSError) -> None:
-    raise err
-
-
 def _walk_images(top: str, prefix: str) -> Iterator[tuple[str, str] | None]:
     """Yield (key, path) for each image under ``top`` and None for each skipped non-image file.
 
     Symlinked directories are not entered (no cycles); symlinked files, broken ones included, are
-    yielded so the packer can report them. Hidden entries are skipped silently.
+    yielded so the packer can report them. Hidden entries are skipped silently. Iterative (an explicit stack,
+    not recursion), so any depth the file system allows is walked; the order is left to the caller's sort.
+    Raises OSError for a directory that cannot be listed.
     """
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False, onerror=_raise):
-        dirnames[:] = [d for d in dirnames if not _hidden(d)]
-        rel = os.path.relpath(dirpath, top)
-        base = prefix if rel == os.curdir else prefix + rel.replace(os.sep, "/") + "/"
-        for name in filenames:
-            if _hidden(name):
+    stack = [(top, prefix)]
+    while stack:
+        folder, base = stack.pop()
+        with os.scandir(folder) as it:
+            entries = list(it)
+        for e in entries:
+            if _hidden(e.name):
                 continue
-            if _is_image(name):
-                yield _text(base + name), os.path.join(dirpath, name)
+            if e.is_dir():
+                if not e.is_symlink():
+                    stack.append((e.path, base + _text(e.name) + "/"))
+            elif _is_image(e.name):
+                yield _text(base + e.name), e.path
             else:
                 yield None
 
@@ -168,16 +173,45 @@ def _scan_dir(top: str) -> Source:
     for a, b in zip(items, items[1:]):
         if a.key == b.key:  # only possible when escaping two different undecodable names collides
             raise ValueError(f"{a.path!r} and {b.path!r} map to the same key {a.key!r}; rename one of them")
+    names = tuple(_text(e.name) for e in classes)
+    _warn_empty_classes(top, names, {it.label for it in items})
     kind = "imagefolder" if classes else "folder"
-    return Source(kind, top, tuple(items), tuple(_text(e.name) for e in classes), ignored)
+    return Source(kind, top, tuple(items), names, ignored)
+
+
+def _warn_empty_classes(top: str, names: tuple[str, ...], used: set[Label]) -> None:
+    """Warn about class folders without images. They stay classes -- every folder keeps the label of its
+    place among the sorted names, as in a train split whose val split lacks a class, and as torchvision's
+    ``ImageFolder(allow_empty=True)`` -- but an empty class is more often a mistake, so say so."""
+    empty = [f"{name!r} (label {label})" for label, name in enumerate(names) if label not in used]
+    if empty:
+        warnings.warn(
+            f"{top}: class folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:10])}"
+            f"{f' and {len(empty) - 10} more' if len(empty) > 10 else ''} hold no images; they are kept as "
+            "classes with no records, so every label stays the index of its folder among the sorted names. "
+            "Add the images, or remove the empty folders to drop those classes (later labels then shift down)",
+            stacklevel=3)
+
+
+_I64 = 1 << 63
+
+
+class _OutOfRange(ValueError):
+    """A list field with the right form but a value recpack cannot store; the message says which and why."""
 
 
 def _parse_label(text: str) -> int | float:
-    """Parse one label; im2rec writes floats ("3.000000"), so integral values become ints."""
+    """Parse one label; im2rec writes floats ("3.000000"), so integral values become ints, which must fit the
+    table's signed 64-bit label column."""
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(text)
-    return int(value) if value.is_integer() else value
+    if not value.is_integer():
+        return value
+    if not -_I64 <= value < _I64:
+        raise _OutOfRange(f"label {text!r} is out of range: a whole-number label must be within "
+                          "-2**63..2**63-1 (a signed 64-bit integer)")
+    return int(value)
 
 
 def _parse_labels(fields: list[str]) -> Label:
@@ -198,6 +232,11 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
             yield lineno, line
 
 
+def _shown(line: str, limit: int = 200) -> str:
+    """``repr(line)``, shortened to about ``limit`` characters for an error message."""
+    return repr(line) if len(line) <= limit else repr(line[:limit]) + f"... ({len(line)} characters)"
+
+
 def _key(path_field: str) -> str:
     return _text(path_field.replace(os.sep, "/") if os.sep != "/" else path_field)
 
@@ -211,9 +250,13 @@ def _scan_list_file(path: str, root: str, kind: str,
             continue
         try:
             rel, label, index = parse(line)
+            if "\0" in rel:
+                raise _OutOfRange("the path holds a NUL character, which no file name can")
+        except _OutOfRange as exc:
+            raise ValueError(f"{path}:{lineno}: {exc}; got {_shown(line)}") from None
         except ValueError:
             expected = "index<TAB>label<TAB>path" if kind == "lst" else "path[<TAB>label...]"
-            raise ValueError(f"{path}:{lineno}: expected '{expected}', got {line!r}") from None
+            raise ValueError(f"{path}:{lineno}: expected '{expected}', got {_shown(line)}") from None
         key = _key(rel)
         if key in seen:
             raise ValueError(
@@ -229,7 +272,11 @@ def _parse_lst_line(line: str) -> tuple[str, Label, int | None]:
     fields = line.split("\t")
     if len(fields) < 3 or not fields[-1]:
         raise ValueError(line)
-    return fields[-1], _parse_labels(fields[1:-1]), int(fields[0])
+    index = int(fields[0])
+    if not 0 <= index < 1 << 64:
+        raise _OutOfRange(f"index {fields[0]!r} is out of range: im2rec indexes are whole numbers in "
+                          "0..2**64-1")
+    return fields[-1], _parse_labels(fields[1:-1]), index
 
 
 def _parse_list_line(line: str) -> tuple[str, Label, int | None]:

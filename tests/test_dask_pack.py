@@ -71,9 +71,9 @@ def _plugin(marker: str, action: str) -> Any:
         def setup(self, worker: Any) -> None:
             import importlib
 
-            p = importlib.import_module("recpack.pack")  # (recpack.pack the attribute is the function)
+            p = importlib.import_module("recpack.packing.workers")
 
-            orig = p._process
+            orig = p.process
             calls = [0]
 
             def flaky(items: Any, opts: Any) -> Any:
@@ -88,7 +88,7 @@ def _plugin(marker: str, action: str) -> Any:
                     raise OSError("injected failure")
                 return orig(items, opts)
 
-            p._process = flaky
+            p.process = flaky
 
     return FailOnce()
 

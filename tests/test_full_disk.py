@@ -20,7 +20,7 @@ from PIL import Image
 
 import recpack
 from recpack.bench.emulate.host import MKFS_OPTIONS as _MKFS, find_tool as _which
-from recpack.errors import PackError
+from recpack.errors import FormatError, PackError
 from recpack.pack import PackOptions, pack
 from recpack.backends.shards import check_shard
 
@@ -131,3 +131,51 @@ def test_full_disk_clear_error_nothing_half_published_then_resume(small_ext4: Pa
         assert files_of(out) == expected, free_mib
         assert res.records == len(list(src.rglob("*.jpg")))
         shutil.rmtree(out)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("free_mib", [0.05, 5.0])
+def test_lmdb_full_disk_clear_error_then_resume(small_ext4: Path, tmp_path: Path, free_mib: float) -> None:
+    """LMDB reports a short write on a full disk as EIO: the same PackError as for shards, and a re-run after
+    freeing space completes the database with the same records as on a roomy disk."""
+    src = tmp_path / "src"
+    make_source(src, 10 * MiB)
+    opts = PackOptions(backend="lmdb", workers=0, progress=False)
+    pack(src, tmp_path / "ref", opts)
+    out = small_ext4 / "db"
+    filler = fill(small_ext4, int(free_mib * MiB))
+    with pytest.raises(PackError) as info:
+        pack(src, out, opts)
+    msg = str(info.value)
+    assert "No space left on device" in msg and "free some space and re-run the same command" in msg, msg
+    assert not (out / "index.json").exists()
+    filler.unlink()
+    res = pack(src, out, opts)
+    assert res.records == len(list(src.rglob("*.jpg")))
+    with recpack.open(out) as got, recpack.open(tmp_path / "ref") as want:
+        assert [(r.key, r.label, r.data) for r in got] == [(r.key, r.label, r.data) for r in want]
+
+
+def test_lmdb_system_errors_become_os_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without root: LMDB's text errors from system calls map to the OSError they stand for, others to a
+    FormatError; an EIO (LMDB's word for a short write) counts as a full disk only when less than twice the
+    write plus 1 MiB is free."""
+    import errno
+
+    import lmdb
+
+    from recpack.backends import lmdb as backend
+
+    def raising(text: str, need: int = 0) -> OSError:
+        with pytest.raises(OSError) as info, backend._system_errors(str(tmp_path), need):
+            raise lmdb.Error(text)
+        return info.value
+
+    assert raising(f"{tmp_path}: Read-only file system").errno == errno.EROFS
+    assert raising("mdb_txn_commit: No space left on device").errno == errno.ENOSPC
+    assert raising("mdb_txn_commit: Input/output error", need=1000).errno == errno.EIO  # plenty free here
+    monkeypatch.setattr(backend.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 4096))
+    assert raising("mdb_txn_commit: Input/output error", need=1000).errno == errno.ENOSPC
+    with pytest.raises(FormatError, match=r"data.mdb: the LMDB database cannot be written \(mdb_get: "
+                       "MDB_CORRUPTED.*pass --overwrite"), backend._system_errors(str(tmp_path)):
+        raise lmdb.CorruptedError("mdb_get: MDB_CORRUPTED: Located page was wrong type")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import signal
 import subprocess
@@ -20,11 +19,11 @@ import recpack
 from recpack.errors import PackError
 from recpack.imaging import ImageOptions
 from recpack.pack import PackOptions, pack, plan_shards, shuffle_order
+from recpack.packing import workers as pack_workers
 from recpack.shard import ShardWriter
 from recpack.synth import make_image_folder
 
 QUIET = dict(progress=False, fsync=False)
-pack_mod = importlib.import_module("recpack.pack")  # the module; recpack.pack is the function
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -281,7 +280,7 @@ def test_lmdb_backend_round_trip_and_resume(tiny_jpegs: Path, tmp_path: Path,
     opts = PackOptions(workers=0, backend="lmdb", **QUIET)
     out = tmp_path / "db"
     calls = {"n": 0}
-    real = pack_mod._process
+    real = pack_workers.process
 
     def die_on_second_chunk(items, o):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -289,11 +288,11 @@ def test_lmdb_backend_round_trip_and_resume(tiny_jpegs: Path, tmp_path: Path,
             raise KeyboardInterrupt
         return real(items, o)
 
-    monkeypatch.setattr(pack_mod, "_CHUNK_ITEMS", 5)
-    monkeypatch.setattr(pack_mod, "_process", die_on_second_chunk)
+    monkeypatch.setattr(pack_workers, "CHUNK_ITEMS", 5)
+    monkeypatch.setattr(pack_workers, "process", die_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         pack(tiny_jpegs, out, opts)
-    monkeypatch.setattr(pack_mod, "_process", real)
+    monkeypatch.setattr(pack_workers, "process", real)
     assert not (out / "index.json").exists()
     res = pack(tiny_jpegs, out, opts)
     assert res.resumed == 5
@@ -384,3 +383,47 @@ def test_restart_markers_keep_pixels_and_make_crops_cheap(tiny_jpegs: Path, tmp_
     monkeypatch.setattr(imaging, "restart_markers_available", lambda: "restart markers need recpack's C extension")
     with pytest.raises(ValueError, match="C extension"):
         pack(tiny_jpegs, tmp_path / "none", opts)
+
+
+def test_nothing_packed_is_an_error_with_reasons_and_the_root_hint(tiny_jpegs: Path, tmp_path: Path) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    files = sorted(p.relative_to(tiny_jpegs).as_posix() for p in tiny_jpegs.rglob("*.jpg"))
+    lst = lists / "train.lst"  # paths relative to tiny_jpegs, not to the list's folder
+    lst.write_text("".join(f"{i}\t{i % 3}\t{f}\n" for i, f in enumerate(files)))
+    out = tmp_path / "ds"
+    for backend in ("shards", "lmdb"):
+        with pytest.raises(PackError) as err:
+            pack(lst, out, PackOptions(workers=0, backend=backend, **QUIET))
+        msg = str(err.value)
+        assert f"no images were packed: all {len(files)} inputs were skipped ({len(files)} not found)" in msg
+        assert "Pass --root" in msg and "pack-report.tsv" in msg, msg
+        assert any(f"{lists / f} does not exist" in msg for f in files), msg
+        assert sorted(os.listdir(out)) == ["pack-report.tsv"]  # no index.json, no shard, no state
+        report = [line.split("\t") for line in (out / "pack-report.tsv").read_text().splitlines()[1:]]
+        assert sorted((k, r, p) for k, r, p in report) == sorted((f, "not found", str(lists / f)) for f in files)
+        with pytest.raises(recpack.ManifestError):
+            recpack.open(out)
+    res = pack(lst, out, PackOptions(workers=0, **QUIET), root=tiny_jpegs)  # the fix, in the same folder
+    assert res.records == len(files) and not res.skipped
+
+
+def test_nothing_packed_in_the_cli_exits_1(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"not a jpeg")
+    (src / "b.jpg").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-m", "recpack", "pack", str(src), str(tmp_path / "ds"), "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "no images were packed: all 2 inputs were skipped (1 not an image, 1 empty file)" in r.stderr
+    assert not (tmp_path / "ds" / "index.json").exists()
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tiny_jpegs: Path, tmp_path: Path) -> None:
+    log = tmp_path / "pack.log"
+    with open(log, "w") as f:
+        r = subprocess.run([sys.executable, "-m", "recpack", "pack", str(tiny_jpegs), str(tmp_path / "ds"),
+                            "--workers", "0"], stdout=subprocess.DEVNULL, stderr=f)
+    assert r.returncode == 0
+    assert log.read_text() == ""  # no bar, not even a final one: a file gets no refresh lines

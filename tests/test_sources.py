@@ -191,3 +191,13 @@ def test_root_for_a_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="list files only"):
         scan(tmp_path, root=tmp_path / "other")
     assert scan(tmp_path, root=tmp_path).kind == "folder"
+
+
+def test_empty_class_folder_is_kept_with_a_warning(tmp_path: Path) -> None:
+    touch(tmp_path / "b" / "1.jpg")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "c").mkdir()
+    touch(tmp_path / "c" / "notes.txt")  # no image either
+    with pytest.warns(UserWarning, match=r"class folders 'a' \(label 0\), 'c' \(label 2\) hold no images.*kept"):
+        src = scan(tmp_path)
+    assert src.classes == ("a", "b", "c") and [it.label for it in src.items] == [1]

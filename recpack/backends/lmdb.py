@@ -21,10 +21,13 @@ them (``msgpack.unpackb(value)["data"]``), and are checksummed like shard record
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import struct
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lmdb
@@ -37,6 +40,7 @@ from ..fileio import open_readonly
 from ..crc import crc32c
 from ..format import FORMAT_VERSION, MAX_DATA_BYTES, MAX_META_BYTES, TABLE_DTYPE, table_row
 from ..index import Manifest
+from ..packing.report import Skipped
 from ..record import Record
 from ..shard import parse_record
 from ..table import Table
@@ -157,17 +161,42 @@ def _release_shared(folder: str) -> None:
             _ENVS[key] = (env, refs - 1)
 
 
+_ERRNO_OF = {os.strerror(code): code for code in errno.errorcode}
+
+
+@contextmanager
+def _system_errors(folder: str, need: int = 0) -> Iterator[None]:
+    """LMDB's errors from system calls (reported as text: ``"mdb_txn_commit: Input/output error"``) as the
+    OSError they stand for, so the packer treats them like any file error. A short write on a full disk comes
+    back from LMDB as EIO: an EIO while less than ``need`` bytes (what the write needed, doubled) plus 1 MiB
+    are free is reported as ENOSPC. Other LMDB errors (a damaged database) become a FormatError naming it."""
+    try:
+        yield
+    except lmdb.MapFullError:
+        raise
+    except lmdb.Error as exc:
+        code = _ERRNO_OF.get(str(exc).rpartition(": ")[2])
+        if code is None:
+            raise FormatError(f"the LMDB database cannot be written ({exc}); pass --overwrite to start it "
+                              "again", os.path.join(folder, LMDB_FILE)) from None
+        if code == errno.EIO and shutil.disk_usage(folder).free < 2 * need + (1 << 20):
+            code = errno.ENOSPC
+        raise OSError(code, os.strerror(code), os.path.join(folder, LMDB_FILE)) from None
+
+
 class LmdbWriter:
-    """Append records to ``folder/data.mdb`` in committed chunks; resumable (see module docstring)."""
+    """Append records to ``folder/data.mdb`` in committed chunks; resumable (see module docstring). Errors of
+    the file system (full disk, read-only folder) are raised as OSError."""
 
     def __init__(self, folder: str, fingerprint: str, map_size: int) -> None:
         self.folder = folder
-        self.env = lmdb.open(folder, map_size=max(map_size, 1 << 24), subdir=True, max_dbs=0,
-                             readahead=False, meminit=False)
+        with _system_errors(folder):
+            self.env = lmdb.open(folder, map_size=max(map_size, 1 << 24), subdir=True, max_dbs=0,
+                                 readahead=False, meminit=False)
         self.items_done = 0
         self.records = 0
         self.n_skipped = 0
-        with self.env.begin() as txn:
+        with _system_errors(folder), self.env.begin() as txn:
             raw = txn.get(_PROGRESS)
         if raw is not None:
             prog = msgpack.unpackb(raw, raw=False)
@@ -184,16 +213,17 @@ class LmdbWriter:
         self.env.close()
 
     def _write(self, puts: list[tuple[bytes, bytes]]) -> None:
-        while True:
-            try:
-                with self.env.begin(write=True) as txn:
-                    for k, v in puts:
-                        txn.put(k, v)
-                return
-            except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+        with _system_errors(self.folder, sum(len(k) + len(v) for k, v in puts)):
+            while True:
+                try:
+                    with self.env.begin(write=True) as txn:
+                        for k, v in puts:
+                            txn.put(k, v)
+                    return
+                except lmdb.MapFullError:
+                    self.env.set_mapsize(self.env.info()["map_size"] * 2)
 
-    def add_chunk(self, results: list[tuple[bytes, tuple[Any, int, int]] | None], skipped: list[Any]) -> int:
+    def add_chunk(self, results: list[tuple[bytes, tuple[Any, int, int]] | None], skipped: list[Skipped]) -> int:
         """Commit one chunk: records (None for skipped items) and the skip entries. Returns bytes added."""
         puts: list[tuple[bytes, bytes]] = []
         nbytes = 0
@@ -219,9 +249,7 @@ class LmdbWriter:
         self.items_done, self.records, self.n_skipped = items_done, records, n_skipped
         return nbytes
 
-    def skipped(self) -> list[Any]:
-        from ..pack import Skipped
-
+    def skipped(self) -> list[Skipped]:
         out = []
         with self.env.begin() as txn:
             for i in range(self.n_skipped):
@@ -236,12 +264,13 @@ class LmdbWriter:
         if any(r is None for r in rows):
             raise FormatError("table rows missing from the database; re-run with --overwrite", self.folder)
         table = b"".join(r for r in rows if r is not None)
-        with self.env.begin(write=True) as txn:
-            txn.put(_TABLE, table)
-            txn.put(_META, msgpack.packb({"format_version": FORMAT_VERSION, "records": self.records,
-                                          "classes": list(classes), "dataset_id": self.fingerprint}))
-            txn.delete(_PROGRESS)
-        self.env.sync(True)
+        with _system_errors(self.folder, 2 * len(table)):
+            with self.env.begin(write=True) as txn:
+                txn.put(_TABLE, table)
+                txn.put(_META, msgpack.packb({"format_version": FORMAT_VERSION, "records": self.records,
+                                              "classes": list(classes), "dataset_id": self.fingerprint}))
+                txn.delete(_PROGRESS)
+            self.env.sync(True)
         return os.path.getsize(os.path.join(self.folder, LMDB_FILE))
 
 
