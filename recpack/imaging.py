@@ -195,8 +195,8 @@ def _prepare(raw: bytes, opts: ImageOptions) -> PreparedImage:
     if width * height > opts.max_pixels:
         raise BadImage(f"decompression bomb: {width}x{height} pixels")
     is_jpeg = fmt in _JPEG_FORMATS
-    if is_jpeg:
-        _plausible_jpeg(raw, width, height)
+    if is_jpeg and (plausible_size(len(raw), width, height, True) or "").startswith("truncated"):
+        raise BadImage("truncated JPEG: too few bytes for the size its header claims")  # as every decoder says
     if opts.check == "decode":
         _decode_check(raw, im, is_jpeg)
     if is_jpeg:
@@ -364,14 +364,6 @@ def _unchecked_size(raw: bytes) -> tuple[int, int] | None:
         except Exception:  # this plugin does not read it (or also refuses): try the next
             continue
     return None
-
-
-def _plausible_jpeg(raw: bytes, width: int, height: int) -> None:
-    """The header check's share of the readers' verdict (:func:`recpack.decode.plausible_size`): a JPEG too
-    small for the size it claims is refused here as it would be by every decoder later."""
-    why = plausible_size(len(raw), width, height, True)
-    if why is not None and why.startswith("truncated"):
-        raise BadImage("truncated JPEG: too few bytes for the size its header claims")
 
 
 def _load(im: Image.Image, is_jpeg: bool) -> None:
