@@ -242,8 +242,8 @@ def repack_command(folder: str, pack: Any) -> str:
         args.append(f"--num-shards {p['num_shards']}")
     elif isinstance(p.get("shard_size"), int):
         args.append(f"--shard-size {p['shard_size']}")
-    if p.get("backend") == "lmdb":
-        args.append("--backend lmdb")
+    if isinstance(p.get("backend"), str) and p["backend"] != Manifest.backend:
+        args.append(f"--backend {shlex.quote(p['backend'])}")
     image = p.get("image") if isinstance(p.get("image"), dict) else {}
     if isinstance(image.get("resize"), int):
         args.append(f"--resize {image['resize']}")
