@@ -282,11 +282,11 @@ class OpenFiles:
         self._lock = threading.Lock()
 
     def acquire(self, s: int) -> PositionalFile:
-        """Open (or reuse) file ``s``; pair with :meth:`release`."""
+        """Open (or reuse) file ``s``; pair with :meth:`release`. Files are closed oldest-opened first when
+        more than ``limit`` are open (a dict lookup and a counter per call: this is on the per-read path)."""
         with self._lock:
-            f = self._open.pop(s, None)
+            f = self._open.get(s)
             if f is not None:
-                self._open[s] = f
                 self._users[s] = self._users.get(s, 0) + 1
                 return f
         f = PositionalFile(self.paths[s], self.direct)
@@ -301,28 +301,30 @@ class OpenFiles:
             f.close()
             raise
         with self._lock:
-            old = self._open.pop(s, None)
+            old = self._open.get(s)
             if old is not None:  # opened concurrently by another thread: keep one
                 f.close()
                 f = old
-            self._open[s] = f
+            else:
+                self._open[s] = f
             self._users[s] = self._users.get(s, 0) + 1
-            self._evict()
+            if len(self._open) > self.limit:
+                self._evict()
         return f
 
     def release(self, s: int) -> None:
         with self._lock:
-            self._users[s] -= 1
-            if not self._users[s]:
+            n = self._users[s] - 1
+            if n:
+                self._users[s] = n
+            else:
                 del self._users[s]
-            self._evict()
+            if len(self._open) > self.limit:
+                self._evict()
 
     def _evict(self) -> None:
-        while len(self._open) > self.limit:
-            victim = next((k for k in self._open if k not in self._users), None)
-            if victim is None:
-                return
-            self._open.pop(victim).close()
+        for k in [k for k in self._open if k not in self._users][:len(self._open) - self.limit]:
+            self._open.pop(k).close()
 
     def read_into(self, s: int, view: memoryview, offset: int) -> int:
         """:meth:`PositionalFile.read_into` on file ``s``."""

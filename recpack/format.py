@@ -201,17 +201,22 @@ def decode_record_header(buf: bytes | memoryview, shard: str, offset: int) -> tu
     """Validate a 40-byte record header; returns (meta_len, data_len, payload_crc).
 
     The lengths are trusted only after the header checksum matches and they are within bounds."""
+    return _record_header(buf, shard, offset)[:3]
+
+
+def _record_header(buf: bytes | memoryview, shard: str, offset: int) -> tuple[int, int, int, int, int]:
+    """decode_record_header, also returning the identity: (meta_len, data_len, payload_crc, position, label)."""
     if len(buf) < RECORD_HEADER_SIZE:
         raise CorruptRecord(f"truncated record header ({len(buf)} of {RECORD_HEADER_SIZE} bytes)",
                             shard, offset)
-    magic, meta_len, data_len, _, _, payload_crc, header_crc = RECORD_HEADER_STRUCT.unpack_from(buf)
+    magic, meta_len, data_len, position, label, payload_crc, header_crc = RECORD_HEADER_STRUCT.unpack_from(buf)
     if magic != RECORD_MAGIC:
         raise CorruptRecord("bad record magic: not at a record boundary or damaged", shard, offset)
-    if crc32c(bytes(buf[:RECORD_HEADER_SIZE - 4])) != header_crc:
+    if crc32c(buf[:RECORD_HEADER_SIZE - 4]) != header_crc:
         raise CorruptRecord("record header checksum mismatch", shard, offset)
     if meta_len > MAX_META_BYTES or data_len > MAX_DATA_BYTES:
         raise CorruptRecord(f"record lengths out of bounds (meta {meta_len}, data {data_len})", shard, offset)
-    return meta_len, data_len, payload_crc
+    return meta_len, data_len, payload_crc, position, label
 
 
 def split_record(buf: memoryview, shard: str, offset: int, length: int | None = None,
@@ -220,9 +225,8 @@ def split_record(buf: memoryview, shard: str, offset: int, length: int | None = 
     (meta, data) views and total length. With ``length`` (from the footer table) the record must be exactly
     that long; with ``identity`` = (position, label) from the table, it must be that record. Raises
     :class:`CorruptRecord` naming shard and offset (and the key when readable)."""
-    meta_len, data_len, payload_crc = decode_record_header(buf[:RECORD_HEADER_SIZE], shard, offset)
+    meta_len, data_len, payload_crc, position, label = _record_header(buf, shard, offset)
     if identity is not None:
-        position, label = struct.unpack_from("<Qq", buf, 16)
         if (position, label) != identity:
             raise CorruptRecord(f"the record here is {_where(position)} with label {label}, the table expects "
                                 f"{_where(identity[0])} with label {identity[1]}: records were moved, swapped or "

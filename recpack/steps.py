@@ -147,7 +147,8 @@ def read_segments(files: OpenFiles, table: Table, share: np.ndarray, spans: list
     """Read segments given as (k, first_pos, end_pos): the records at positions [first_pos, end_pos),
     consecutive records of one file, each with one aligned request, all into one pooled buffer (many small
     segments — a random order's single records — then cost one buffer and one task, not one each).
-    Returns (k, the segment's slice of the buffer, file offset its byte 0 stands for, bytes read)."""
+    Reads go in file and offset order. Returns (k, the segment's slice of the buffer, file offset its byte 0
+    stands for, bytes read), in that order."""
     plan = []
     total = 0
     for k, first_pos, end_pos in spans:
@@ -158,13 +159,21 @@ def read_segments(files: OpenFiles, table: Table, share: np.ndarray, spans: list
         total += room
     buf = buffers.take(total)
     out = []
-    for k, shard, begin, end, at, room in plan:
-        f = files.acquire(shard)
-        try:
+    # in file and offset order: each file is acquired once for all its segments here, and held alone
+    plan.sort(key=lambda p: (p[1], p[2]))
+    held, f = -1, None
+    try:
+        for k, shard, begin, end, at, room in plan:
+            if shard != held:
+                if f is not None:
+                    files.release(held)
+                    f = None
+                f, held = files.acquire(shard), shard
             pos, nread = read_span(f, buf, at, begin, end)
-        finally:
-            files.release(shard)
-        out.append((k, buf[at:at + room], begin - (pos - at), nread))
+            out.append((k, buf[at:at + room], begin - (pos - at), nread))
+    finally:
+        if f is not None:
+            files.release(held)
     return out
 
 

@@ -51,6 +51,7 @@ class ShardSource(RecordSource):
         self.manifest = manifest
         self._id = bytes.fromhex(manifest.dataset_id)
         self.starts = manifest.starts()
+        self._first: list[int] = self.starts.tolist()  # global id of each shard's first record, as ints
         self.damaged: dict[int, FormatError] = {}  # shards whose header or footer table is unreadable
         self.foreign: set[int] = set()  # of those, intact shards that are not the ones index.json lists there
         self._rows: dict[int, np.ndarray] = {}  # footer tables read so far (until the whole table is built)
@@ -144,9 +145,9 @@ class ShardSource(RecordSource):
     def payload(self, i: int, view: memoryview) -> memoryview:
         """Header CRC, bounds, identity (the record the table says, with its label), payload CRC and the
         length the table says; the metadata is not decoded (the Loader takes labels and sizes from the table)."""
-        t = self.table
+        t = self._table if self._table is not None else self.table  # (the property takes a lock)
         s = int(t.shard[i])
-        ident = (position(s, i - int(t.starts[s])), int(t.label[i]))
+        ident = ((s << 32) | (i - self._first[s]), int(t.label[i]))
         return split_record(view, self.names[s], int(t.offset[i]), len(view), ident)[1]
 
     def open_files(self, direct: bool = False, advice: str | None = None) -> OpenFiles:
