@@ -31,8 +31,14 @@ OPTS = PackOptions(shard_size=MiB, workers=0, progress=False)  # fsync on: the r
 FREE_MIB = [0.0, 0.05, 0.5, 2.0, 5.0, 9.0, 13.0, 13.6]
 
 
+def _tool(name: str) -> str:
+    """The full path of a system tool (found in /usr/sbin and /sbin too, as the library finds them): a PATH
+    without /usr/sbin must not make these tests fail."""
+    return _which(name) or name
+
+
 def _run(*argv: str) -> str:
-    return subprocess.run(list(argv), check=True, capture_output=True, text=True).stdout
+    return subprocess.run([_tool(argv[0]), *argv[1:]], check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture
@@ -57,10 +63,10 @@ def small_ext4(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         if os.path.ismount(mnt):
-            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+            if subprocess.run([_tool("umount"), str(mnt)], capture_output=True).returncode != 0:
+                subprocess.run([_tool("umount"), "-l", str(mnt)], capture_output=True)
         if loop:
-            subprocess.run(["losetup", "-d", loop], capture_output=True)
+            subprocess.run([_tool("losetup"), "-d", loop], capture_output=True)
         backing.unlink(missing_ok=True)
 
 
