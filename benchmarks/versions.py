@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     checks = {name: float(_py(tree, _CHECK, str(work / name))) for name, tree in trees.items()}
     print(f"{args.images} ImageNet-like JPEGs, warm page cache, 2 threads, random order, {args.rounds} rounds")
     print("| run | old | new | new / old |\n| --- | --- | --- | --- |")
-    for mode, unit in (("decoded", "images/s"), ("raw", "records/s")):
+    for mode, label in (("decoded", "decoded train-224 (images/s"), ("raw", "raw records (records/s")):
         old, new = statistics.median(runs[("old", mode)]), statistics.median(runs[("new", mode)])
-        print(f"| {mode} train-224 ({unit}; rounds " + ", ".join(f"{v:,.0f}" for v in runs[("old", mode)]) + " / "
+        print(f"| {label}; rounds " + ", ".join(f"{v:,.0f}" for v in runs[("old", mode)]) + " / "
               + ", ".join(f"{v:,.0f}" for v in runs[("new", mode)]) + f") | {old:,.0f} | {new:,.0f} | "
               f"{new / old:.3f} |")
     print(f"| record checks, in memory (µs per record) | {checks['old']:.2f} | {checks['new']:.2f} | "
