@@ -34,8 +34,8 @@ _errors = exit_on_errors("interrupted; finished shards are kept — re-run the s
               help="Worker processes (default: all cores; in-process for plain pass-through on <= 2 cores, "
                    "where a pool costs more than it saves; 0 = in this process).")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
-              help="Write the shards on a Dask distributed cluster (pip install 'recpack[dask]'); OUT must be "
-                   "a folder every worker sees at the same path. Same bytes as a local pack.")
+              help="Write the shards on a Dask distributed cluster (pip install 'recpack-io[dask]', or -e '.[dask]' "
+                   "in a clone); OUT must be a folder every worker sees at the same path. Same bytes as a local pack.")
 @click.option("--resize", type=click.IntRange(1), default=None, metavar="SHORTER_SIDE",
               help="Re-encode with the shorter side resized to this many pixels (like im2rec).")
 @click.option("--quality", type=click.IntRange(1, 100), default=None,

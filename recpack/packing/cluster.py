@@ -46,7 +46,8 @@ def dask_shards(out: str, plan: Plan, opts: PackOptions, todo: list[int]
     try:
         from distributed import Client, as_completed  # optional dependency: imported only when asked for
     except ImportError:
-        raise PackError("--scheduler needs Dask distributed: pip install 'recpack[dask]'") from None
+        raise PackError("--scheduler needs Dask distributed: pip install 'recpack-io[dask]' (or -e '.[dask]' in a "
+                        "clone)") from None
     client = opts.scheduler if isinstance(opts.scheduler, Client) else Client(str(opts.scheduler))  # type: ignore[no-untyped-call]
     futures: dict[Any, tuple[int, Any]] = {}
     try:

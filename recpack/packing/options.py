@@ -47,7 +47,8 @@ class PackOptions:
     scheduler: address of a Dask distributed scheduler ("tcp://HOST:PORT") or a ``distributed.Client``:
     each shard is then written by one task on the cluster's workers, straight into ``out`` (which every
     worker must see at the same path), instead of by a local process pool; ``workers`` is ignored. The
-    result is byte-identical to a local pack. Needs ``pip install 'recpack[dask]'`` and the shards backend.
+    result is byte-identical to a local pack. Needs ``pip install 'recpack-io[dask]'`` (``-e '.[dask]'`` in a
+    clone) and the shards backend.
     """
 
     seed: int = 0
