@@ -49,7 +49,8 @@ _errors = exit_on_errors("interrupted; finished shards are kept — re-run the s
 @click.option("--check", type=click.Choice(["header", "decode"]), default="header", show_default=True,
               help="How hard to check each image: parse its header, or fully decode it.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
-@click.option("--backend", type=click.Choice(["shards", "lmdb"]), default="shards", show_default=True)
+@click.option("--backend", type=click.Choice(["shards", "lmdb"]), default="shards", show_default=True,
+              help="Write recpack shard files (sequential reads, any storage) or one LMDB database.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder that paths in a list/.lst file are relative to (default: the list's folder).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset or unfinished pack in OUT.")
@@ -106,15 +107,16 @@ def inspect(dataset: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=1))
         return
+    fmt = f"format v{info['format_version']}, " if info["format_version"] else ""
     click.echo(f"{info['path']}: {info['records']} records, {info['bytes'] / 1e6:.1f} MB, backend "
-               f"{info['backend']}, format v{info['format_version']} ({info['created_by']})")
+               f"{info['backend']}, {fmt}{info['created_by']}")
     sb = info["shard_bytes"]
     if info["shards"]:
         click.echo(f"shards: {len(info['shards'])}, {sb['min'] / 1e6:.1f}–{sb['max'] / 1e6:.1f} MB "
                    f"(mean {sb['mean'] / 1e6:.1f} MB)")
-    click.echo(f"classes: {info['classes']}" + (f", unlabeled records: {info['unlabeled']}"
-                                                if info["unlabeled"] else ""))
     per = info["records_per_class"]
+    named = f"classes: {info['classes']}" if info["classes"] else f"labels: {len(per)} distinct (no class names)"
+    click.echo(named + (f", unlabeled records: {info['unlabeled']}" if info["unlabeled"] else ""))
     for name, n in list(per.items())[:20]:
         click.echo(f"  {n:8d}  {name}")
     if len(per) > 20:
@@ -132,6 +134,10 @@ def inspect(dataset: str, as_json: bool) -> None:
         click.echo(f"{len(info['problems'])} file(s) could not be read; their records are not counted above — "
                    f"run `recpack verify {dataset}`", err=True)
         raise SystemExit(1)
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
 
 
 @click.command()
@@ -154,10 +160,12 @@ def verify(dataset: str, decode: bool, as_json: bool, no_progress: bool) -> None
         for p in res.problems:
             click.echo(f"BAD  {p.shard} @ offset {p.offset}" + (f" key {p.key!r}" if p.key else "")
                        + f": {p.message}")
-        status = "OK" if res.ok else f"FAILED: {len(res.problems)} problems"
+        n = len(res.problems)
+        status = "OK" if res.ok else f"FAILED ({n} {_plural(n, 'problem')})"
         rate = res.bytes / 1e6 / max(dt, 1e-9)
-        click.echo(f"{status}: {res.records} of {res.expected} records intact, {res.bytes / 1e6:.1f} MB "
-                   f"checked{' and decoded' if decode else ''} in {dt:.1f} s ({rate:.0f} MB/s)")
+        click.echo(f"{status}: {res.records} of {res.expected} {_plural(res.expected, 'record')} intact, "
+                   f"{res.bytes / 1e6:.1f} MB checked{' and decoded' if decode else ''} in {dt:.1f} s "
+                   f"({rate:.0f} MB/s)")
     if not res.ok:
         sys.exit(1)
 
@@ -196,7 +204,8 @@ def demo(images: int, size: str, workdir: str | None, workers: int | None) -> No
 @click.option("--shard-size", type=SizeType(), default="256MiB", show_default=True, help="Target bytes per shard.")
 @click.option("--num-shards", type=click.IntRange(1), default=None, help="Exactly this many shards instead.")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Worker processes (as for pack).")
-@click.option("--backend", type=click.Choice(["shards", "lmdb"]), default="shards", show_default=True)
+@click.option("--backend", type=click.Choice(["shards", "lmdb"]), default="shards", show_default=True,
+              help="Write recpack shard files (sequential reads, any storage) or one LMDB database.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset or unfinished conversion in OUT.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
