@@ -68,21 +68,26 @@ class ShardSource(RecordSource):
     def dataset_id(self) -> str:
         return self.manifest.dataset_id
 
+    def _check(self, r: ShardReader, s: int) -> None:
+        """Raise FormatError unless the opened shard ``r`` is the one index.json lists at place ``s``: its record
+        count, dataset id and shard index (an intact shard of another pack, or listed twice, is ``foreign``)."""
+        entry = self.manifest.shards[s]
+        if len(r) != entry.records:
+            raise FormatError(f"shard holds {len(r)} records, the manifest says {entry.records}; the dataset is "
+                              "inconsistent — re-run `recpack pack`", r.path, 0)
+        if r.header.dataset_id != self._id or r.header.shard_index != s:
+            self.foreign.add(s)
+            raise FormatError(_foreign(r.header.dataset_id, r.header.shard_index, self._id, s, self.manifest.shards),
+                              r.path, 0)
+
     def _load(self, s: int) -> np.ndarray | None:
         """Shard ``s``'s footer rows (read and checked once), or None when they cannot be read (``damaged``)."""
         rows = self._rows.get(s)
         if rows is not None or s in self.damaged:
             return rows
-        entry, path = self.manifest.shards[s], self.files[s]
         try:
-            with ShardReader(path) as r:
-                if len(r) != entry.records:
-                    raise FormatError(f"shard holds {len(r)} records, the manifest says {entry.records}; the "
-                                      "dataset is inconsistent — re-run `recpack pack`", path, 0)
-                if r.header.dataset_id != self._id or r.header.shard_index != s:
-                    self.foreign.add(s)
-                    raise FormatError(_foreign(r.header.dataset_id, r.header.shard_index, self._id, s,
-                                               self.manifest.shards), path, 0)
+            with ShardReader(self.files[s]) as r:
+                self._check(r, s)
                 self._expect[s] = identity(r.fd)
                 self._rows[s] = rows = r.table
                 return rows
@@ -159,17 +164,21 @@ class ShardSource(RecordSource):
     def scan(self) -> Iterator[tuple[int, Record] | tuple[None, Damage]]:
         for s, path in enumerate(self.files):
             first, expected = int(self.starts[s]), int(self.starts[s + 1] - self.starts[s])
-            with self._lock:
-                self._load(s)  # checks the shard is the one index.json lists here
-            if s in self.foreign:  # another pack's records, or this pack's in another place: never delivered
-                yield None, Damage(self.damaged[s], expected)
-                continue
             try:
                 if s in self.damaged:
                     raise self.damaged[s]
                 reader = ShardReader(path)
+                try:
+                    self._check(reader, s)
+                except BaseException:
+                    reader.close()
+                    raise
             except FormatError as exc:
-                yield from _recovered(path, expected, exc)
+                self.damaged.setdefault(s, exc)
+                if s in self.foreign:  # another pack's records, or this pack's in another place: never delivered
+                    yield None, Damage(exc, expected)
+                else:
+                    yield from _recovered(path, expected, exc)
                 continue
             with reader:
                 for j, item in reader.iter_sequential():
