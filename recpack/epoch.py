@@ -20,12 +20,14 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from .batch import Slot
+from .backends import RecordSource
+from .batch import Slot, SlotRing
+from .buffers import BufferPool
 from .closing import Closing
 from .errors import CorruptRecord, RecpackError
 from .prefetch import Prefetcher, Stopped
@@ -42,16 +44,42 @@ from .steps import (
     to_device,
 )
 
-if TYPE_CHECKING:
-    from .loader import Loader
+from .loaderconfig import LoaderConfig
+from .table import Table
 
-__all__ = ["Epoch"]
+__all__ = ["Epoch", "Owner"]
+
+
+class Owner(Protocol):
+    """What an epoch needs from the :class:`recpack.Loader` that runs it (stated here, so that this module does
+    not import the loader): its options, source and decisions, its memory, per-epoch plan, error policy and
+    the statistics it adds to."""
+
+    config: LoaderConfig
+    source: RecordSource
+    table: Table
+    device: torch.device
+    order: str
+    io: str
+    io_threads: int
+    segment_bytes: int
+    stats: dict[str, float]
+    _stream: Any
+    _norm: tuple[torch.Tensor, torch.Tensor] | None
+
+    def __len__(self) -> int: ...
+
+    def _memory(self) -> tuple[SlotRing, BufferPool]: ...
+
+    def _plan(self, epoch: int) -> EpochPlan: ...
+
+    def _bad(self, exc: RecpackError) -> None: ...
 
 
 class Epoch(Closing):
     """Batches ``start..`` of ``epoch`` for ``loader``; iterate for ``(b, batch)``, then :meth:`close`."""
 
-    def __init__(self, loader: Loader, epoch: int, start: int) -> None:
+    def __init__(self, loader: Owner, epoch: int, start: int) -> None:
         self.L = loader
         cfg = loader.config
         self.epoch = epoch

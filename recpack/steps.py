@@ -20,6 +20,7 @@ Each function takes what it needs as arguments and keeps no state, so each is te
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -161,19 +162,14 @@ def read_segments(files: OpenFiles, table: Table, share: np.ndarray, spans: list
     out = []
     # in file and offset order: each file is acquired once for all its segments here, and held alone
     plan.sort(key=lambda p: (p[1], p[2]))
-    held, f = -1, None
-    try:
-        for k, shard, begin, end, at, room in plan:
-            if shard != held:
-                if f is not None:
-                    files.release(held)
-                    f = None
-                f, held = files.acquire(shard), shard
-            pos, nread = read_span(f, buf, at, begin, end)
-            out.append((k, buf[at:at + room], begin - (pos - at), nread))
-    finally:
-        if f is not None:
-            files.release(held)
+    for shard, group in itertools.groupby(plan, key=lambda p: p[1]):
+        f = files.acquire(shard)
+        try:
+            for k, _, begin, end, at, room in group:
+                pos, nread = read_span(f, buf, at, begin, end)
+                out.append((k, buf[at:at + room], begin - (pos - at), nread))
+        finally:
+            files.release(shard)
     return out
 
 
