@@ -12,35 +12,23 @@ runs it for longer, prints the table and optionally writes it into docs/reliabil
 
 from __future__ import annotations
 
-import argparse
 import resource
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from campaigns.faults import campaign, table  # noqa: E402
-from campaigns.report import replace_marked  # noqa: E402
+from campaigns.report import campaign_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--trials", type=int, default=50, help="trials per campaign (default 50)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--write", action="store_true", help="put the table into docs/reliability.md")
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    results = campaign(args.trials, args.seed)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    text = table(results, time.perf_counter() - t0, peak)
-    print(text)
-    failed = [(k, o) for k, outs in results.items() for o in outs if o.failures]
-    for kind, o in failed[:20]:
-        print(f"FAILED {kind}: {o.failures}", file=sys.stderr)
-    if args.write:
-        replace_marked("faults", text, ROOT / "docs" / "reliability.md")
-    return 1 if failed else 0
+    def with_peak(results: dict[str, list[Any]], seconds: float) -> str:
+        return table(results, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    return campaign_main(argv, __doc__.split("\n")[0], campaign, with_peak, "faults",
+                         ROOT / "docs" / "reliability.md", default_trials=50)
 
 
 if __name__ == "__main__":
